@@ -1,0 +1,224 @@
+"""Typed access to the pinned maps: shape checks, element and batch operations, iteration.
+
+Place in the data flow: the sync writes desired state through `DatapathMaps`; on start it reads
+them back as "applied"; `bpfproxy services` / `conntrack` read them with the agent stopped. Every
+map is opened by its pin path, so none of this needs the program compiled in this process.
+"""
+
+from __future__ import annotations
+
+import ctypes as ct
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+from bpfproxy.loader import bpfsys
+from bpfproxy.loader.structs import (
+    AffinityKey,
+    AffinityVal,
+    Backend,
+    CtEntry,
+    CtKey,
+    FragKey,
+    FragVal,
+    SvcKey,
+    SvcName,
+    SvcStats,
+    SvcVal,
+    VerdictCount,
+)
+
+K = TypeVar("K", bound="ct._CData")
+V = TypeVar("V", bound="ct._CData")
+
+#: default pin directory (DESIGN.md §3)
+DEFAULT_PIN_DIR = "/sys/fs/bpf/bpfproxy"
+
+
+class MapShapeError(RuntimeError):
+    """A pinned map exists with another type, key size, value size or capacity than expected."""
+
+
+@dataclass(frozen=True)
+class MapSpec:
+    """One map of the datapath: its versioned pin name, kind and C types."""
+
+    name: str
+    """pin file name, equal to the map name in maps.h (versioned: _v1, _v2, ...)"""
+    kind: str
+    """bcc table kind: hash, lru_hash, percpu_array, ..."""
+    key: type[ct._CData]
+    """ctypes mirror of the key"""
+    value: type[ct._CData]
+    """ctypes mirror of the value (one CPU's share for per-CPU maps)"""
+    size_define: str
+    """the -D macro that sets max_entries"""
+
+
+SVC = MapSpec("bpx_svc_v1", "hash", SvcKey, SvcVal, "LB_MAP_MAX")
+BACKEND = MapSpec("bpx_backend_v1", "hash", ct.c_uint32, Backend, "BACKEND_MAP_MAX")
+CT = MapSpec("bpx_ct_v1", "lru_hash", CtKey, CtEntry, "CT_MAP_MAX")
+AFFINITY = MapSpec("bpx_affinity_v1", "lru_hash", AffinityKey, AffinityVal, "AFFINITY_MAP_MAX")
+FRAG = MapSpec("bpx_frag_v1", "lru_hash", FragKey, FragVal, "FRAG_MAP_MAX")
+VERDICT = MapSpec("bpx_verdict_v1", "percpu_array", ct.c_uint32, VerdictCount, "V_MAX")
+SVCSTAT = MapSpec("bpx_svcstat_v1", "percpu_array", ct.c_uint32, SvcStats, "SVC_ID_MAX")
+SVCNAME = MapSpec("bpx_svcname_v1", "hash", ct.c_uint32, SvcName, "SVC_ID_MAX")
+
+#: every map, in maps.h order
+ALL_MAPS: tuple[MapSpec, ...] = (SVC, BACKEND, CT, AFFINITY, FRAG, VERDICT, SVCSTAT, SVCNAME)
+
+_KIND_TYPE = {"hash": 1, "array": 2, "percpu_array": 6, "lru_hash": 9}
+
+
+class Map(Generic[K, V]):
+    """A pinned map opened by path, with typed keys and values."""
+
+    def __init__(self, spec: MapSpec, fd: int, info: bpfsys.MapInfo) -> None:
+        self.spec = spec
+        self.fd = fd
+        self.max_entries = int(info.max_entries)
+        self.percpu = info.type in bpfsys.PERCPU_MAP_TYPES
+        self.key_type: type[K] = spec.key  # type: ignore[assignment]
+        self.value_type: type[V] = spec.value  # type: ignore[assignment]
+
+    @classmethod
+    def open(cls, pin_dir: str, spec: MapSpec, *, max_entries: int | None = None) -> Map[K, V]:
+        """Open pin_dir/spec.name and check its shape against spec (and max_entries if given)."""
+        path = os.path.join(pin_dir, spec.name)
+        fd = bpfsys.obj_get(path)
+        try:
+            info = bpfsys.map_info(fd)
+            check_shape(path, spec, info, max_entries)
+        except Exception:
+            os.close(fd)
+            raise
+        return cls(spec, fd, info)
+
+    def close(self) -> None:
+        """Release the fd (the pin keeps the map)."""
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+    def _value_buf(self) -> ct._CData:
+        if self.percpu:
+            return (self.value_type * bpfsys.possible_cpus())()
+        return self.value_type()
+
+    def get(self, key: K) -> V | None:
+        """The value of key, or None (per-CPU maps: use get_percpu)."""
+        value = self.value_type()
+        return value if bpfsys.lookup(self.fd, key, value) else None
+
+    def get_percpu(self, key: K) -> list[V]:
+        """One value per possible CPU (empty list when absent)."""
+        values = (self.value_type * bpfsys.possible_cpus())()
+        return list(values) if bpfsys.lookup(self.fd, key, values) else []
+
+    def put(self, key: K, value: V) -> None:
+        """Insert or replace one element."""
+        bpfsys.update(self.fd, key, value)
+
+    def delete(self, key: K) -> bool:
+        """Delete one key; False when it was absent."""
+        return bpfsys.delete(self.fd, key)
+
+    def keys(self) -> Iterator[K]:
+        """Every key (a snapshot walk; concurrent changes may be missed or repeated)."""
+        prev: K | None = None
+        while True:
+            out = self.key_type()
+            if not bpfsys.next_key(self.fd, prev, out):
+                return
+            yield out
+            prev = out
+
+    def items(self) -> Iterator[tuple[K, V]]:
+        """Every (key, value) pair of a non-per-CPU map."""
+        for key in self.keys():
+            value = self.get(key)
+            if value is not None:
+                yield key, value
+
+    def put_many(self, pairs: Sequence[tuple[K, V]]) -> None:
+        """Write all pairs with BPF_MAP_UPDATE_BATCH (in chunks), in the given order."""
+        chunk = 8192
+        for start in range(0, len(pairs), chunk):
+            part = pairs[start : start + chunk]
+            keys = (self.key_type * len(part))(*(k for k, _ in part))
+            values = (self.value_type * len(part))(*(v for _, v in part))
+            bpfsys.update_batch(self.fd, keys, values, len(part))
+
+    def delete_many(self, keys: Sequence[K]) -> None:
+        """Delete keys; absent keys are skipped (falls back to single deletes after the first absent one)."""
+        if not keys:
+            return
+        arr = (self.key_type * len(keys))(*keys)
+        done = bpfsys.delete_batch(self.fd, arr, len(keys))
+        for key in keys[done:]:
+            bpfsys.delete(self.fd, key)
+
+
+def check_shape(path: str, spec: MapSpec, info: bpfsys.MapInfo, max_entries: int | None) -> None:
+    """Raise MapShapeError when a pinned map does not have the shape this program expects."""
+    want_type = _KIND_TYPE[spec.kind]
+    problems = []
+    if info.type != want_type:
+        have = bpfsys.MAP_TYPE_NAMES.get(info.type, str(info.type))
+        problems.append(f"type {have}, expected {spec.kind}")
+    if info.key_size != ct.sizeof(spec.key):
+        problems.append(f"key size {info.key_size}, expected {ct.sizeof(spec.key)}")
+    want_value = ct.sizeof(spec.value)
+    if spec.kind.startswith("percpu"):
+        want_value = (want_value + 7) & ~7
+    if info.value_size != want_value:
+        problems.append(f"value size {info.value_size}, expected {want_value}")
+    if max_entries is not None and info.max_entries != max_entries:
+        problems.append(f"capacity {info.max_entries}, expected {max_entries}")
+    if problems:
+        raise MapShapeError(
+            f"pinned map {path} has {', '.join(problems)}: it was made by another build or other "
+            f"size settings; run 'bpfproxy cleanup --pin-dir {os.path.dirname(path)}' or keep the old settings"
+        )
+
+
+class DatapathMaps:
+    """Every pinned map of one pin directory, opened and shape-checked."""
+
+    def __init__(self, pin_dir: str, sizes: dict[str, int] | None = None) -> None:
+        self.pin_dir = pin_dir
+        sizes = sizes or {}
+        opened: list[Map[ct._CData, ct._CData]] = []
+        try:
+            for spec in ALL_MAPS:
+                opened.append(Map.open(pin_dir, spec, max_entries=sizes.get(spec.size_define)))
+        except Exception:
+            for m in opened:
+                m.close()
+            raise
+        self.svc: Map[SvcKey, SvcVal] = opened[0]  # type: ignore[assignment]
+        self.backend: Map[ct.c_uint32, Backend] = opened[1]  # type: ignore[assignment]
+        self.ct: Map[CtKey, CtEntry] = opened[2]  # type: ignore[assignment]
+        self.affinity: Map[AffinityKey, AffinityVal] = opened[3]  # type: ignore[assignment]
+        self.frag: Map[FragKey, FragVal] = opened[4]  # type: ignore[assignment]
+        self.verdict: Map[ct.c_uint32, VerdictCount] = opened[5]  # type: ignore[assignment]
+        self.svcstat: Map[ct.c_uint32, SvcStats] = opened[6]  # type: ignore[assignment]
+        self.svcname: Map[ct.c_uint32, SvcName] = opened[7]  # type: ignore[assignment]
+        self._all = opened
+
+    def close(self) -> None:
+        """Close every fd."""
+        for m in self._all:
+            m.close()
+
+    def __enter__(self) -> DatapathMaps:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def pinned_maps_present(pin_dir: str) -> bool:
+    """True when every map of ours is pinned in pin_dir."""
+    return all(os.path.exists(os.path.join(pin_dir, spec.name)) for spec in ALL_MAPS)
