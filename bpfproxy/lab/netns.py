@@ -1,0 +1,52 @@
+"""Network namespaces and commands inside them, named uniquely per run and always removed.
+
+Place in the data flow: test and lab scaffolding. Namespaces are entered with
+`nsenter --net=/run/netns/NAME` (never `ip netns exec`, which remounts /sys and hides bpffs), so
+every process shares the root mount namespace and its pinned maps.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import subprocess
+from collections.abc import Sequence
+
+NETNS_DIR = "/run/netns"
+
+
+def run_id() -> str:
+    """A short id unique to this run, used in namespace and device names (IFNAMSIZ is 16)."""
+    return secrets.token_hex(3)
+
+
+def ns_prefix(ns: str | None) -> list[str]:
+    """The argv prefix that runs a command inside namespace ns (nothing for the current one)."""
+    return [] if ns is None else ["nsenter", f"--net={NETNS_DIR}/{ns}"]
+
+
+def sh(argv: Sequence[str], *, ns: str | None = None, check: bool = True, timeout: float = 30) -> str:
+    """Run argv (inside ns), return its stdout; raise with stderr on failure when check."""
+    proc = subprocess.run(
+        [*ns_prefix(ns), *argv], capture_output=True, text=True, timeout=timeout, check=False
+    )
+    if check and proc.returncode != 0:
+        raise RuntimeError(f"{' '.join([*ns_prefix(ns), *argv])} failed ({proc.returncode}): {proc.stderr.strip()}")
+    return proc.stdout
+
+
+def create(name: str) -> None:
+    """Create namespace name with loopback up."""
+    sh(["ip", "netns", "add", name])
+    sh(["ip", "link", "set", "lo", "up"], ns=name)
+
+
+def delete(name: str) -> None:
+    """Delete namespace name if it exists (its veths go with it)."""
+    if os.path.exists(os.path.join(NETNS_DIR, name)):
+        sh(["ip", "netns", "del", name], check=False)
+
+
+def exists(name: str) -> bool:
+    """True when namespace name exists."""
+    return os.path.exists(os.path.join(NETNS_DIR, name))
