@@ -162,7 +162,8 @@ def map_info(fd: int) -> MapInfo:
 @cache
 def possible_cpus() -> int:
     """Number of possible CPUs: the number of values a per-CPU map holds per key."""
-    text = open("/sys/devices/system/cpu/possible").read().strip()
+    with open("/sys/devices/system/cpu/possible") as f:
+        text = f.read().strip()
     count = 0
     for part in text.split(","):
         lo, _, hi = part.partition("-")

@@ -11,7 +11,7 @@ import ctypes as ct
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar, cast
 
 from bpfproxy.loader import bpfsys
 from bpfproxy.loader.structs import (
@@ -101,11 +101,6 @@ class Map(Generic[K, V]):
             os.close(self.fd)
             self.fd = -1
 
-    def _value_buf(self) -> ct._CData:
-        if self.percpu:
-            return (self.value_type * bpfsys.possible_cpus())()
-        return self.value_type()
-
     def get(self, key: K) -> V | None:
         """The value of key, or None (per-CPU maps: use get_percpu)."""
         value = self.value_type()
@@ -113,7 +108,7 @@ class Map(Generic[K, V]):
 
     def get_percpu(self, key: K) -> list[V]:
         """One value per possible CPU (empty list when absent)."""
-        values = (self.value_type * bpfsys.possible_cpus())()
+        values = _array(self.value_type, bpfsys.possible_cpus())()
         return list(values) if bpfsys.lookup(self.fd, key, values) else []
 
     def put(self, key: K, value: V) -> None:
@@ -146,18 +141,23 @@ class Map(Generic[K, V]):
         chunk = 8192
         for start in range(0, len(pairs), chunk):
             part = pairs[start : start + chunk]
-            keys = (self.key_type * len(part))(*(k for k, _ in part))
-            values = (self.value_type * len(part))(*(v for _, v in part))
+            keys = _array(self.key_type, len(part))(*(k for k, _ in part))
+            values = _array(self.value_type, len(part))(*(v for _, v in part))
             bpfsys.update_batch(self.fd, keys, values, len(part))
 
     def delete_many(self, keys: Sequence[K]) -> None:
         """Delete keys; absent keys are skipped (falls back to single deletes after the first absent one)."""
         if not keys:
             return
-        arr = (self.key_type * len(keys))(*keys)
+        arr = _array(self.key_type, len(keys))(*keys)
         done = bpfsys.delete_batch(self.fd, arr, len(keys))
         for key in keys[done:]:
             bpfsys.delete(self.fd, key)
+
+
+def _array(item: type[ct._CData], length: int) -> Any:
+    """The ctypes array type of length items (typeshed cannot multiply a generic ctypes type)."""
+    return cast(Any, item) * length
 
 
 def check_shape(path: str, spec: MapSpec, info: bpfsys.MapInfo, max_entries: int | None) -> None:
