@@ -1,0 +1,213 @@
+"""The `bpfproxy` command line (contract in DESIGN.md §3): agent, services, conntrack, counters, plan, cleanup, lab.
+
+Place in the data flow: the entry point. `agent` wires source -> controller -> loader; the
+inspection commands read the pinned maps; `plan` runs translate and plan with no kernel.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from dataclasses import asdict
+from typing import Any
+
+from bpfproxy.loader.maps import DEFAULT_PIN_DIR
+
+
+def _split_csv(values: list[str]) -> tuple[str, ...]:
+    return tuple(part for value in values for part in value.split(",") if part)
+
+
+def _add_agent(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("agent", help="run the node agent: watch services, program the datapath")
+    p.add_argument("--source", required=True, help="file:PATH (a YAML file or a directory of them)")
+    p.add_argument("--node-name", default="", help="this node's name (nodeName of local endpoints)")
+    p.add_argument("--node-ip", action="append", default=[], help="this node's address (repeatable)")
+    p.add_argument("--cluster-cidr", action="append", default=[], help="pod CIDR (repeatable)")
+    p.add_argument(
+        "--pod-devices", action="append", default=[], help="globs of pod devices, comma-separated (default: lxc*,veth*)"
+    )
+    p.add_argument(
+        "--pin-dir", default=DEFAULT_PIN_DIR, help=f"bpffs directory of the maps (default {DEFAULT_PIN_DIR})"
+    )
+    p.add_argument("--min-sync-period", type=float, default=1.0, help="seconds between syncs at most once (default 1)")
+    p.add_argument("--full-sync-period", type=float, default=60.0, help="seconds between full resyncs (default 60)")
+    p.add_argument("--lb-map-max", type=int, default=65536, help="service map entries (frontends + backend slots)")
+    p.add_argument("--backend-map-max", type=int, default=65536, help="backend map entries")
+    p.add_argument("--svc-id-max", type=int, default=65536, help="frontend ids")
+    p.add_argument("--ct-map-max", type=int, default=262144, help="conntrack entries (two per flow)")
+    p.add_argument("--affinity-map-max", type=int, default=65536, help="session-affinity entries")
+    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+
+
+def _add_readers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    for name, text in (
+        ("services", "frontends, backends and per-service counters the maps hold now"),
+        ("conntrack", "conntrack entries the maps hold now"),
+        ("counters", "packets per datapath verdict"),
+    ):
+        p = sub.add_parser(name, help=text)
+        p.add_argument("--pin-dir", default=DEFAULT_PIN_DIR)
+        p.add_argument("--json", action="store_true")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every subcommand."""
+    parser = argparse.ArgumentParser(prog="bpfproxy", description="eBPF service load balancer for Kubernetes")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_agent(sub)
+    _add_readers(sub)
+
+    p = sub.add_parser("plan", help="dry run: the datapath the source would program (no kernel)")
+    p.add_argument("--source", required=True, help="file:PATH")
+    p.add_argument("--node-name", default="")
+    p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("cleanup", help="detach every program of ours in this network namespace and remove the pins")
+    p.add_argument("--pin-dir", default=DEFAULT_PIN_DIR)
+
+    p = sub.add_parser("lab", help="the self-contained network-namespace lab")
+    p.add_argument("action", choices=["up", "demo", "down"])
+    p.add_argument("rid", nargs="?", default="", help="down: the lab's run id (default: every lab)")
+    p.add_argument("--all", action="store_true", help="down: every lab on this machine")
+    return parser
+
+
+def _source_path(source: str) -> str:
+    if not source.startswith("file:"):
+        raise SystemExit(f"bpfproxy: --source {source!r}: only file:PATH is supported by this build")
+    return source[len("file:") :]
+
+
+def _print(rows: Any, as_json: bool, text: str) -> None:
+    if as_json:
+        print(json.dumps(rows, indent=1))
+    else:
+        print(text, end="")
+
+
+def cmd_services(args: argparse.Namespace) -> int:
+    """Print frontends, their backends and counters."""
+    from bpfproxy.inspect import frontends
+    from bpfproxy.loader.maps import DatapathMaps
+
+    with DatapathMaps(args.pin_dir) as maps:
+        rows = frontends(maps)
+    lines = []
+    for r in rows:
+        extra = f" affinity={r.affinity_timeout}s" if r.affinity_timeout else ""
+        lines.append(
+            f"{r.name:40} {r.frontend:24} id={r.svc_id} backends={len(r.backends)} "
+            f"packets={r.packets} bytes={r.bytes} no-endpoints={r.no_endpoints}{extra}\n"
+        )
+        for b in r.backends:
+            lines.append(f"    {b.id:>6}  {b.address}{'  (terminating)' if b.terminating else ''}\n")
+    _print([asdict(r) for r in rows], args.json, "".join(lines) or "no frontends\n")
+    return 0
+
+
+def cmd_conntrack(args: argparse.Namespace) -> int:
+    """Print conntrack entries."""
+    from bpfproxy.inspect import conntrack
+    from bpfproxy.loader.maps import DatapathMaps
+
+    with DatapathMaps(args.pin_dir) as maps:
+        rows = conntrack(maps)
+    text = "".join(
+        f"{r.direction:8} {r.proto:4} {r.source:22} -> {r.destination:22} nat={r.nat:22} "
+        f"backend={r.backend_id} svc={r.svc_id} expires_in={r.expires_in}s{' closing' if r.closing else ''}\n"
+        for r in rows
+    )
+    _print([asdict(r) for r in rows], args.json, text or "no entries\n")
+    return 0
+
+
+def cmd_counters(args: argparse.Namespace) -> int:
+    """Print packets per verdict."""
+    from bpfproxy.inspect import verdicts
+    from bpfproxy.loader.maps import DatapathMaps
+
+    with DatapathMaps(args.pin_dir) as maps:
+        counts = verdicts(maps)
+    _print(counts, args.json, "".join(f"{k:20} {v}\n" for k, v in counts.items()))
+    return 0
+
+
+def cmd_cleanup(args: argparse.Namespace) -> int:
+    """Detach our programs in this network namespace and remove our pins."""
+    from bpfproxy.loader.cleanup import cleanup
+
+    report = cleanup(args.pin_dir)
+    print(report.summary())
+    return 0
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    """Print the desired datapath for a source, computed with no kernel."""
+    from bpfproxy.controller.snapshot import desired_state_json
+
+    state = desired_state_json(_source_path(args.source), node_name=args.node_name)
+    print(json.dumps(state, indent=1, sort_keys=True))
+    return 0
+
+
+def cmd_agent(args: argparse.Namespace) -> int:
+    """Run the agent until SIGTERM/SIGINT; the datapath stays in place after it."""
+    from bpfproxy.agent import AgentConfig, run_agent
+    from bpfproxy.loader.build import DatapathSettings
+
+    settings = DatapathSettings(
+        lb_map_max=args.lb_map_max,
+        backend_map_max=args.backend_map_max,
+        svc_id_max=args.svc_id_max,
+        ct_map_max=args.ct_map_max,
+        affinity_map_max=args.affinity_map_max,
+    )
+    config = AgentConfig(
+        source_path=_source_path(args.source),
+        node_name=args.node_name,
+        node_ips=tuple(args.node_ip),
+        cluster_cidrs=tuple(args.cluster_cidr),
+        pod_devices=_split_csv(args.pod_devices) or ("lxc*", "veth*"),
+        pin_dir=args.pin_dir,
+        min_sync_period=args.min_sync_period,
+        full_sync_period=args.full_sync_period,
+        settings=settings,
+    )
+    return run_agent(config)
+
+
+def cmd_lab(args: argparse.Namespace) -> int:
+    """Build, demonstrate or remove the network-namespace lab."""
+    from bpfproxy.lab import demo
+
+    if args.action == "up":
+        return demo.up()
+    if args.action == "demo":
+        return demo.run_demo()
+    return demo.down(args.rid, everything=args.all or not args.rid)
+
+
+COMMANDS = {
+    "agent": cmd_agent,
+    "services": cmd_services,
+    "conntrack": cmd_conntrack,
+    "counters": cmd_counters,
+    "cleanup": cmd_cleanup,
+    "plan": cmd_plan,
+    "lab": cmd_lab,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse argv and run the subcommand."""
+    args = build_parser().parse_args(argv)
+    level = getattr(args, "log_level", "info").upper()
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s %(message)s", stream=sys.stderr)
+    try:
+        return COMMANDS[args.command](args)
+    except FileNotFoundError as e:
+        print(f"bpfproxy {args.command}: {e}", file=sys.stderr)
+        return 1
