@@ -7,10 +7,12 @@ every process shares the root mount namespace and its pinned maps.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import os
 import secrets
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 NETNS_DIR = "/run/netns"
 
@@ -50,3 +52,34 @@ def delete(name: str) -> None:
 def exists(name: str) -> bool:
     """True when namespace name exists."""
     return os.path.exists(os.path.join(NETNS_DIR, name))
+
+
+_CLONE_NEWNET = 0x40000000
+
+
+@contextlib.contextmanager
+def in_netns(name: str) -> Iterator[None]:
+    """Switch the calling thread into namespace name and back on exit (libc setns).
+
+    Sockets opened inside (netlink included) stay bound to that namespace after the switch back;
+    other threads and every fd of this process (BPF programs, pinned maps) are unaffected.
+    """
+    libc = ctypes.CDLL(None, use_errno=True)
+    original = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        target = os.open(os.path.join(NETNS_DIR, name), os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            if libc.setns(target, _CLONE_NEWNET) != 0:
+                err = ctypes.get_errno()
+                raise OSError(err, f"setns into netns {name}: {os.strerror(err)}")
+        finally:
+            os.close(target)
+        try:
+            yield
+        finally:
+            if libc.setns(original, _CLONE_NEWNET) != 0:
+                err = ctypes.get_errno()
+                # a thread stuck in a lab namespace would act on the wrong network: never continue
+                raise OSError(err, f"setns back to the original netns: {os.strerror(err)}")
+    finally:
+        os.close(original)
