@@ -1,0 +1,392 @@
+"""Typed views of the Kubernetes objects the proxier consumes: Service and EndpointSlice.
+
+Place in the data flow: sources hand plain dicts (as `kubectl get -o yaml` or the REST JSON give
+them, camelCase) to the change trackers, which call `parse_service` / `parse_endpoint_slice` here.
+Everything after the trackers works on these frozen dataclasses only. Pure, no kernel.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+#: protocols a Service or EndpointSlice port may carry
+PROTOCOLS = ("TCP", "UDP", "SCTP")
+#: spec.type values
+SERVICE_TYPES = ("ClusterIP", "NodePort", "LoadBalancer", "ExternalName")
+#: default of sessionAffinityConfig.clientIP.timeoutSeconds (3 hours)
+DEFAULT_AFFINITY_TIMEOUT = 10800
+#: label naming the Service an EndpointSlice belongs to
+SERVICE_NAME_LABEL = "kubernetes.io/service-name"
+
+
+class BadObject(ValueError):
+    """An object that cannot be used; the message names its kind, namespace/name and the reason."""
+
+
+@dataclass(frozen=True)
+class ServicePort:
+    """One entry of spec.ports of a Service."""
+
+    name: str
+    """port name ("" when unnamed, allowed only for single-port services)"""
+    protocol: str
+    """TCP, UDP or SCTP"""
+    port: int
+    """the port the service serves on its cluster IPs (1..65535)"""
+    target_port: int | str
+    """backend port number or the name of a container port (resolved through EndpointSlice ports)"""
+    node_port: int | None
+    """node port for NodePort/LoadBalancer services, None when not allocated"""
+
+
+@dataclass(frozen=True)
+class Service:
+    """The fields of a v1 Service that decide its frontends."""
+
+    namespace: str
+    """metadata.namespace"""
+    name: str
+    """metadata.name"""
+    type: str
+    """spec.type: ClusterIP, NodePort, LoadBalancer or ExternalName"""
+    cluster_ips: tuple[str, ...]
+    """IPv4 cluster IPs (IPv6 ones are dropped); empty for headless and ExternalName services"""
+    headless: bool
+    """spec.clusterIP is "None": no frontend, DNS only"""
+    ports: tuple[ServicePort, ...]
+    """spec.ports in order"""
+    session_affinity: str
+    """spec.sessionAffinity: "None" or "ClientIP\""""
+    affinity_timeout: int
+    """sessionAffinityConfig.clientIP.timeoutSeconds (seconds), meaningful with ClientIP"""
+    external_ips: tuple[str, ...]
+    """spec.externalIPs"""
+    load_balancer_ingress: tuple[str, ...]
+    """status.loadBalancer.ingress[].ip"""
+    load_balancer_source_ranges: tuple[str, ...]
+    """spec.loadBalancerSourceRanges as normalized CIDRs"""
+    external_traffic_policy: str
+    """spec.externalTrafficPolicy: Cluster or Local"""
+    internal_traffic_policy: str
+    """spec.internalTrafficPolicy: Cluster or Local"""
+    labels: Mapping[str, str]
+    """metadata.labels"""
+    external_name: str
+    """spec.externalName of an ExternalName service, else \"\""""
+
+    @property
+    def key(self) -> str:
+        """ "namespace/name", the key trackers and plans use."""
+        return f"{self.namespace}/{self.name}"
+
+
+@dataclass(frozen=True)
+class EndpointPort:
+    """One entry of ports of an EndpointSlice."""
+
+    name: str
+    """port name, matching the Service port name ("" when unnamed)"""
+    protocol: str
+    """TCP, UDP or SCTP"""
+    port: int | None
+    """backend port number; None means "all ports" (unusable for a proxy)"""
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """One entry of endpoints of an EndpointSlice."""
+
+    addresses: tuple[str, ...]
+    """endpoint addresses (only the first is used, as kube-proxy does)"""
+    ready: bool | None
+    """conditions.ready (None = unknown, treated as ready)"""
+    serving: bool | None
+    """conditions.serving (None = same as ready)"""
+    terminating: bool | None
+    """conditions.terminating (None = not terminating)"""
+    node_name: str
+    """nodeName, "" when absent"""
+    zone: str
+    """zone, "" when absent"""
+    hints_for_zones: tuple[str, ...]
+    """hints.forZones[].name"""
+    hints_for_nodes: tuple[str, ...]
+    """hints.forNodes[].name"""
+
+
+@dataclass(frozen=True)
+class EndpointSlice:
+    """The fields of a discovery.k8s.io/v1 EndpointSlice that decide backends."""
+
+    namespace: str
+    """metadata.namespace"""
+    name: str
+    """metadata.name"""
+    service_name: str
+    """label kubernetes.io/service-name ("" when absent: the slice belongs to no service)"""
+    address_type: str
+    """addressType: IPv4, IPv6 or FQDN"""
+    ports: tuple[EndpointPort, ...]
+    """ports"""
+    endpoints: tuple[Endpoint, ...]
+    """endpoints"""
+    annotations: Mapping[str, str]
+    """metadata.annotations"""
+
+    @property
+    def key(self) -> str:
+        """ "namespace/name" of the slice."""
+        return f"{self.namespace}/{self.name}"
+
+    @property
+    def service_key(self) -> str:
+        """ "namespace/service-name" of the service this slice belongs to ("" when none)."""
+        return f"{self.namespace}/{self.service_name}" if self.service_name else ""
+
+
+class _Ctx:
+    """Where an error is: kind and namespace/name, for messages."""
+
+    def __init__(self, kind: str, obj: Mapping[str, Any]) -> None:
+        meta = obj.get("metadata") if isinstance(obj, Mapping) else None
+        meta = meta if isinstance(meta, Mapping) else {}
+        self.namespace = str(meta.get("namespace") or "default")
+        self.name = str(meta.get("name") or "")
+        self.kind = kind
+
+    def bad(self, reason: str) -> BadObject:
+        return BadObject(f"{self.kind} {self.namespace}/{self.name or '?'}: {reason}")
+
+
+def _mapping(ctx: _Ctx, value: Any, where: str) -> Mapping[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise ctx.bad(f"{where} is not a mapping")
+    return value
+
+
+def _list(ctx: _Ctx, value: Any, where: str) -> list[Any]:
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise ctx.bad(f"{where} is not a list")
+    return value
+
+
+def _str_map(ctx: _Ctx, value: Any, where: str) -> dict[str, str]:
+    return {str(k): str(v) for k, v in _mapping(ctx, value, where).items()}
+
+
+def _ipv4_or_6(ctx: _Ctx, value: Any, where: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    try:
+        return ipaddress.ip_address(str(value))
+    except ValueError:
+        raise ctx.bad(f"invalid IP {value!r} in {where}") from None
+
+
+def _port(ctx: _Ctx, value: Any, where: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 65535:
+        raise ctx.bad(f"port {value!r} in {where} out of 1..65535")
+    return value
+
+
+def _protocol(ctx: _Ctx, value: Any, where: str) -> str:
+    proto = "TCP" if value is None else value
+    if proto not in PROTOCOLS:
+        raise ctx.bad(f"unknown protocol {value!r} in {where} (TCP, UDP or SCTP)")
+    return str(proto)
+
+
+def _opt_bool(ctx: _Ctx, value: Any, where: str) -> bool | None:
+    if value is None or isinstance(value, bool):
+        return value
+    raise ctx.bad(f"{where} is not a boolean: {value!r}")
+
+
+def _metadata(ctx: _Ctx, obj: Any) -> Mapping[str, Any]:
+    if not isinstance(obj, Mapping):
+        raise ctx.bad("not a mapping")
+    meta = _mapping(ctx, obj.get("metadata"), "metadata")
+    if not meta.get("name"):
+        raise ctx.bad("missing metadata.name")
+    return meta
+
+
+def parse_service(obj: Mapping[str, Any]) -> Service:
+    """A Service from its dict form; raises BadObject naming the service and the reason."""
+    ctx = _Ctx("Service", obj)
+    meta = _metadata(ctx, obj)
+    spec = _mapping(ctx, obj.get("spec"), "spec")
+    status = _mapping(ctx, obj.get("status"), "status")
+    svc_type = str(spec.get("type") or "ClusterIP")
+    if svc_type not in SERVICE_TYPES:
+        raise ctx.bad(f"unknown spec.type {svc_type!r}")
+
+    raw_ips = _list(ctx, spec.get("clusterIPs"), "spec.clusterIPs")
+    if not raw_ips and spec.get("clusterIP"):
+        raw_ips = [spec["clusterIP"]]
+    headless = any(ip == "None" for ip in raw_ips)
+    cluster_ips: list[str] = []
+    if svc_type != "ExternalName" and not headless:
+        for ip in raw_ips:
+            addr = _ipv4_or_6(ctx, ip, "spec.clusterIPs")
+            if addr.version == 4:
+                cluster_ips.append(str(addr))
+
+    ports: list[ServicePort] = []
+    names: set[tuple[str, str]] = set()
+    raw_ports = _list(ctx, spec.get("ports"), "spec.ports")
+    for i, raw in enumerate(raw_ports):
+        where = f"spec.ports[{i}]"
+        raw = _mapping(ctx, raw, where)
+        name = str(raw.get("name") or "")
+        if not name and len(raw_ports) > 1:
+            raise ctx.bad(f"missing name in {where} (required when a service has several ports)")
+        port = _port(ctx, raw.get("port"), where)
+        proto = _protocol(ctx, raw.get("protocol"), where)
+        if (name, proto) in names:
+            raise ctx.bad(f"duplicate port name {name!r} in {where}")
+        names.add((name, proto))
+        target = raw.get("targetPort")
+        target_port: int | str
+        if target is None or target == "":
+            target_port = port
+        elif isinstance(target, str) and not target.isdigit():
+            target_port = target
+        else:
+            target_port = _port(ctx, int(target), f"{where}.targetPort")
+        node_port = raw.get("nodePort")
+        ports.append(
+            ServicePort(
+                name=name,
+                protocol=proto,
+                port=port,
+                target_port=target_port,
+                node_port=None if node_port is None else _port(ctx, node_port, f"{where}.nodePort"),
+            )
+        )
+
+    affinity = str(spec.get("sessionAffinity") or "None")
+    if affinity not in ("None", "ClientIP"):
+        raise ctx.bad(f"unknown spec.sessionAffinity {affinity!r}")
+    cfg = _mapping(ctx, spec.get("sessionAffinityConfig"), "spec.sessionAffinityConfig")
+    client_ip = _mapping(ctx, cfg.get("clientIP"), "spec.sessionAffinityConfig.clientIP")
+    timeout = client_ip.get("timeoutSeconds", DEFAULT_AFFINITY_TIMEOUT)
+    if isinstance(timeout, bool) or not isinstance(timeout, int) or not 1 <= timeout <= 86400:
+        raise ctx.bad(f"sessionAffinityConfig.clientIP.timeoutSeconds {timeout!r} out of 1..86400")
+
+    external_ips = tuple(
+        str(_ipv4_or_6(ctx, ip, "spec.externalIPs")) for ip in _list(ctx, spec.get("externalIPs"), "externalIPs")
+    )
+    lb = _mapping(ctx, status.get("loadBalancer"), "status.loadBalancer")
+    ingress = tuple(
+        str(_ipv4_or_6(ctx, ing["ip"], "status.loadBalancer.ingress"))
+        for ing in _list(ctx, lb.get("ingress"), "status.loadBalancer.ingress")
+        if isinstance(ing, Mapping) and ing.get("ip")
+    )
+    ranges: list[str] = []
+    for cidr in _list(ctx, spec.get("loadBalancerSourceRanges"), "spec.loadBalancerSourceRanges"):
+        try:
+            ranges.append(str(ipaddress.ip_network(str(cidr).strip(), strict=False)))
+        except ValueError:
+            raise ctx.bad(f"invalid CIDR {cidr!r} in spec.loadBalancerSourceRanges") from None
+
+    policies = []
+    for field in ("externalTrafficPolicy", "internalTrafficPolicy"):
+        value = str(spec.get(field) or "Cluster")
+        if value not in ("Cluster", "Local"):
+            raise ctx.bad(f"unknown spec.{field} {value!r}")
+        policies.append(value)
+
+    external_name = str(spec.get("externalName") or "") if svc_type == "ExternalName" else ""
+    return Service(
+        namespace=ctx.namespace,
+        name=str(meta["name"]),
+        type=svc_type,
+        cluster_ips=tuple(cluster_ips),
+        headless=headless,
+        ports=tuple(ports),
+        session_affinity=affinity,
+        affinity_timeout=timeout,
+        external_ips=external_ips,
+        load_balancer_ingress=ingress,
+        load_balancer_source_ranges=tuple(ranges),
+        external_traffic_policy=policies[0],
+        internal_traffic_policy=policies[1],
+        labels=_str_map(ctx, meta.get("labels"), "metadata.labels"),
+        external_name=external_name,
+    )
+
+
+def parse_endpoint_slice(obj: Mapping[str, Any]) -> EndpointSlice:
+    """An EndpointSlice from its dict form; raises BadObject naming the slice and the reason."""
+    ctx = _Ctx("EndpointSlice", obj)
+    meta = _metadata(ctx, obj)
+    labels = _str_map(ctx, meta.get("labels"), "metadata.labels")
+    address_type = obj.get("addressType")
+    if address_type not in ("IPv4", "IPv6", "FQDN"):
+        raise ctx.bad(f"unknown addressType {address_type!r} (IPv4, IPv6 or FQDN)")
+
+    ports: list[EndpointPort] = []
+    for i, raw in enumerate(_list(ctx, obj.get("ports"), "ports")):
+        where = f"ports[{i}]"
+        raw = _mapping(ctx, raw, where)
+        number = raw.get("port")
+        ports.append(
+            EndpointPort(
+                name=str(raw.get("name") or ""),
+                protocol=_protocol(ctx, raw.get("protocol"), where),
+                port=None if number is None else _port(ctx, number, where),
+            )
+        )
+
+    endpoints: list[Endpoint] = []
+    for i, raw in enumerate(_list(ctx, obj.get("endpoints"), "endpoints")):
+        where = f"endpoints[{i}]"
+        raw = _mapping(ctx, raw, where)
+        addresses = [str(a) for a in _list(ctx, raw.get("addresses"), f"{where}.addresses")]
+        if not addresses:
+            raise ctx.bad(f"no addresses in {where}")
+        if address_type != "FQDN":
+            for a in addresses:
+                addr = _ipv4_or_6(ctx, a, f"{where}.addresses")
+                if f"IPv{addr.version}" != address_type:
+                    raise ctx.bad(f"address {a!r} in {where} is not {address_type}")
+            addresses = [str(ipaddress.ip_address(a)) for a in addresses]
+        cond = _mapping(ctx, raw.get("conditions"), f"{where}.conditions")
+        hints = _mapping(ctx, raw.get("hints"), f"{where}.hints")
+        endpoints.append(
+            Endpoint(
+                addresses=tuple(addresses),
+                ready=_opt_bool(ctx, cond.get("ready"), f"{where}.conditions.ready"),
+                serving=_opt_bool(ctx, cond.get("serving"), f"{where}.conditions.serving"),
+                terminating=_opt_bool(ctx, cond.get("terminating"), f"{where}.conditions.terminating"),
+                node_name=str(raw.get("nodeName") or ""),
+                zone=str(raw.get("zone") or ""),
+                hints_for_zones=_hint_names(ctx, hints.get("forZones"), f"{where}.hints.forZones"),
+                hints_for_nodes=_hint_names(ctx, hints.get("forNodes"), f"{where}.hints.forNodes"),
+            )
+        )
+
+    return EndpointSlice(
+        namespace=ctx.namespace,
+        name=str(meta["name"]),
+        service_name=labels.get(SERVICE_NAME_LABEL, ""),
+        address_type=str(address_type),
+        ports=tuple(ports),
+        endpoints=tuple(endpoints),
+        annotations=_str_map(ctx, meta.get("annotations"), "metadata.annotations"),
+    )
+
+
+def _hint_names(ctx: _Ctx, value: Any, where: str) -> tuple[str, ...]:
+    out = []
+    for item in _list(ctx, value, where):
+        if not isinstance(item, Mapping) or not item.get("name"):
+            raise ctx.bad(f"entry without name in {where}")
+        out.append(str(item["name"]))
+    return tuple(out)
