@@ -7,12 +7,14 @@ inspection commands read the pinned maps; `plan` runs translate and plan with no
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import logging
 import sys
 from dataclasses import asdict
 from typing import Any
 
+from bpfproxy.loader.bpfsys import BpfError
 from bpfproxy.loader.maps import DEFAULT_PIN_DIR
 
 
@@ -146,9 +148,10 @@ def cmd_cleanup(args: argparse.Namespace) -> int:
 
 def cmd_plan(args: argparse.Namespace) -> int:
     """Print the desired datapath for a source, computed with no kernel."""
-    from bpfproxy.controller.snapshot import desired_state_json
+    from bpfproxy.controller.snapshot import plan_json
+    from bpfproxy.controller.translate import NodeConfig
 
-    state = desired_state_json(_source_path(args.source), node_name=args.node_name)
+    state = plan_json(_source_path(args.source), NodeConfig(node_name=args.node_name))
     print(json.dumps(state, indent=1, sort_keys=True))
     return 0
 
@@ -208,6 +211,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s %(message)s", stream=sys.stderr)
     try:
         return COMMANDS[args.command](args)
-    except FileNotFoundError as e:
-        print(f"bpfproxy {args.command}: {e}", file=sys.stderr)
+    except BpfError as e:
+        if e.errno == errno.ENOENT and hasattr(args, "pin_dir"):
+            print(f"bpfproxy {args.command}: no bpfproxy maps pinned in {args.pin_dir} ({e})", file=sys.stderr)
+        else:
+            print(f"bpfproxy {args.command}: {e}", file=sys.stderr)
         return 1

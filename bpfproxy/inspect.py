@@ -81,7 +81,7 @@ def frontends(maps: DatapathMaps) -> list[FrontendRow]:
             masters.append((key, val))
         elif key.slot:
             slots.setdefault(ident, {})[key.slot] = val.backend_id
-    backends = dict(maps.backend.items())
+    backends = {key.value: be for key, be in maps.backend.items()}
     rows = []
     for key, val in masters:
         name_val = maps.svcname.get(ct.c_uint32(val.svc_id))
@@ -97,12 +97,12 @@ def frontends(maps: DatapathMaps) -> list[FrontendRow]:
         in_slots = slots.get((key.addr, key.port, key.proto, key.scope), {})
         for slot in range(1, val.count + 1):
             bid = in_slots.get(slot, 0)
-            be = backends.get(ct.c_uint32(bid).value) if bid else None
+            be = backends.get(bid) if bid else None
             address = f"{ip(be.addr)}:{port(be.port)}" if be else "(missing)"
             row.backends.append(BackendRow(bid, address, bool(be and be.flags & BE_F_TERMINATING)))
-        for bid_key, be in backends.items():
+        for bid, be in backends.items():
             if be.svc_id == val.svc_id and be.flags & BE_F_TERMINATING:
-                row.backends.append(BackendRow(bid_key.value, f"{ip(be.addr)}:{port(be.port)}", True))
+                row.backends.append(BackendRow(bid, f"{ip(be.addr)}:{port(be.port)}", True))
         for stat in maps.svcstat.get_percpu(ct.c_uint32(val.svc_id)):
             row.packets += stat.packets
             row.bytes += stat.bytes

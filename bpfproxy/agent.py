@@ -1,0 +1,118 @@
+"""The node agent: source -> proxier (trackers, runner, translate, plan, diff, sync) -> pinned maps; devices -> tc.
+
+Place in the data flow: the wiring. It compiles and loads the datapath (reusing pinned maps),
+attaches the programs to every pod device as they come and go, and runs the source and the
+proxier until SIGTERM or SIGINT. On exit it leaves the programs and maps in place, so traffic
+keeps flowing while no agent runs and a restarted agent rewrites only what changed.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from types import FrameType
+
+from bpfproxy.controller.plan import Limits
+from bpfproxy.controller.proxier import Proxier
+from bpfproxy.controller.source_file import FileSource
+from bpfproxy.controller.sync import MapsWriter
+from bpfproxy.controller.translate import NodeConfig
+from bpfproxy.loader.attach import Attacher
+from bpfproxy.loader.build import DatapathSettings, load_datapath
+from bpfproxy.loader.devices import DeviceWatcher
+from bpfproxy.loader.maps import DatapathMaps
+
+log = logging.getLogger("bpfproxy.agent")
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    """Everything the agent is started with."""
+
+    source_path: str
+    """file or directory of Service / EndpointSlice YAML"""
+    pin_dir: str
+    """bpffs directory of the maps"""
+    pod_devices: tuple[str, ...]
+    """globs of pod devices (host side of each pod's veth)"""
+    node_name: str = ""
+    """this node's name"""
+    node_ips: tuple[str, ...] = ()
+    """this node's addresses"""
+    cluster_cidrs: tuple[str, ...] = ()
+    """pod CIDRs"""
+    min_sync_period: float = 1.0
+    """seconds between two syncs at least"""
+    full_sync_period: float = 60.0
+    """seconds between full resyncs at most"""
+    settings: DatapathSettings = field(default_factory=DatapathSettings)
+    """map capacities of the datapath build"""
+
+
+def run_agent(config: AgentConfig) -> int:
+    """Run until SIGTERM/SIGINT; returns the exit status. The datapath stays in place."""
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        log.info("signal received signal=%s: stopping, datapath left in place", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+
+    settings = config.settings
+    datapath = load_datapath(config.pin_dir, settings)
+    maps = DatapathMaps(config.pin_dir, settings.size_defines())
+    limits = Limits(lb_entries=settings.lb_map_max, backends=settings.backend_map_max, svc_ids=settings.svc_id_max)
+    node = NodeConfig(node_name=config.node_name, node_ips=config.node_ips, cluster_cidrs=config.cluster_cidrs)
+    proxier = Proxier(
+        MapsWriter(maps),
+        node=node,
+        limits=limits,
+        min_sync_period=config.min_sync_period,
+        max_sync_period=config.full_sync_period,
+    )
+    attacher = Attacher(datapath.prog_fds)
+    watcher = DeviceWatcher(
+        list(config.pod_devices),
+        on_add=lambda ifname, ifindex: _attach(attacher, ifname),
+        on_remove=lambda ifname, ifindex: attacher.forget(ifname),
+    )
+    source = FileSource(config.source_path, proxier)
+    threads = [
+        threading.Thread(target=watcher.run, args=(stop,), name="devices", daemon=True),
+        threading.Thread(target=source.run, args=(stop,), name="source", daemon=True),
+        threading.Thread(target=proxier.run, args=(stop,), name="proxier", daemon=True),
+    ]
+    for t in threads:
+        t.start()
+    log.info(
+        "agent started pin_dir=%s pod_devices=%s source=%s compile_seconds=%.2f",
+        config.pin_dir, ",".join(config.pod_devices), config.source_path, datapath.compile_seconds,
+    )  # fmt: skip
+    _announce_ready(proxier, watcher, stop)
+    stop.wait()
+    for t in threads:
+        t.join(timeout=5)
+    maps.close()
+    log.info("agent stopped: programs and maps left in place pin_dir=%s", config.pin_dir)
+    return 0
+
+
+def _attach(attacher: Attacher, ifname: str) -> None:
+    attached = attacher.attach_pod_device(ifname)
+    log.info("attached device=%s programs=%s", ifname, ",".join(f"{a.direction}:{a.name}" for a in attached))
+
+
+def _announce_ready(proxier: Proxier, watcher: DeviceWatcher, stop: threading.Event) -> None:
+    """Log 'agent ready' once the first sync is written and the devices are attached."""
+    while not stop.is_set():
+        if proxier.counters.syncs > 0 and watcher.synced.is_set():
+            applied = proxier.applied
+            frontends = len(applied.frontends) if applied else 0
+            log.info("agent ready frontends=%d devices=%d", frontends, len(watcher.known()))
+            return
+        time.sleep(0.02)
