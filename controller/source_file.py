@@ -1,0 +1,197 @@
+"""The standalone source: Services, EndpointSlices and Nodes from a YAML/JSON file or directory.
+
+Place in the data flow: the first stage. `FileSource` polls PATH (one file, or the *.yaml, *.yml
+and *.json files of a directory), re-reads files whose (mtime_ns, size, inode) changed, and
+reports each object added, changed or removed to a `SourceHandler`, then `on_synced` per kind
+after the first complete read. Objects are passed as plain dicts, exactly as
+`kubectl get -o yaml` prints them; parsing into typed objects is the trackers' job.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+from bpfproxy.controller.source import API_VERSIONS, KINDS, SourceHandler, object_key
+
+log = logging.getLogger(__name__)
+
+#: file name endings read from a directory
+SUFFIXES = (".yaml", ".yml", ".json")
+
+#: (kind, key) of one object
+ObjectId = tuple[str, str]
+
+
+class LoadError(Exception):
+    """A file that cannot be read or parsed; the message names the file and line."""
+
+
+@dataclass
+class _FileState:
+    """What is known of one file."""
+
+    stamp: tuple[int, int, int]
+    """(mtime_ns, size, inode) when last read"""
+    objects: dict[ObjectId, dict[str, Any]] = field(default_factory=dict)
+    """objects of its last good parse"""
+
+
+def read_documents(path: str) -> list[Any]:
+    """Every document of a YAML (multi-document) or JSON file; raises LoadError with file and line."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except (OSError, UnicodeDecodeError) as e:
+        raise LoadError(f"cannot read {path}: {e}") from None
+    if path.endswith(".json"):
+        try:
+            return [json.loads(text)] if text.strip() else []
+        except json.JSONDecodeError as e:
+            raise LoadError(f"{path}:{e.lineno}: invalid JSON: {e.msg}") from None
+    try:
+        return [doc for doc in yaml.safe_load_all(text) if doc is not None]
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark is not None else ""
+        problem = getattr(e, "problem", None) or str(e)
+        raise LoadError(f"{path}{line}: invalid YAML: {problem}") from None
+
+
+def extract_objects(docs: Iterable[Any], origin: str) -> dict[ObjectId, dict[str, Any]]:
+    """The Service/EndpointSlice/Node objects of parsed documents (`kind: List` expanded).
+
+    Anything else (unknown kind or apiVersion, missing metadata.name) is logged once and skipped.
+    """
+    out: dict[ObjectId, dict[str, Any]] = {}
+    stack = list(docs)
+    stack.reverse()
+    while stack:
+        doc = stack.pop()
+        if not isinstance(doc, dict):
+            log.error("skipping a document that is not a mapping file=%s", origin)
+            continue
+        kind = doc.get("kind")
+        if kind == "List" or (isinstance(kind, str) and kind.endswith("List") and "items" in doc):
+            items = doc.get("items") or []
+            if isinstance(items, list):
+                stack.extend(reversed(items))
+            continue
+        name = (doc.get("metadata") or {}).get("name") if isinstance(doc.get("metadata"), dict) else None
+        if kind not in API_VERSIONS or doc.get("apiVersion") != API_VERSIONS[kind]:
+            log.warning(
+                "skipping object of unknown kind file=%s kind=%s apiVersion=%s name=%s",
+                origin, kind, doc.get("apiVersion"), name,
+            )
+            continue
+        key = object_key(doc)
+        if key is None:
+            log.error("skipping object without metadata.name file=%s kind=%s", origin, kind)
+            continue
+        out[(str(kind), key)] = doc
+    return out
+
+
+def load_path(path: str) -> dict[ObjectId, dict[str, Any]]:
+    """Every object under PATH in one read (for dry runs); unreadable files are logged and skipped."""
+    objects: dict[ObjectId, dict[str, Any]] = {}
+    for file in list_files(path):
+        try:
+            objects.update(extract_objects(read_documents(file), file))
+        except LoadError as e:
+            log.error("%s", e)
+    return objects
+
+
+def list_files(path: str) -> list[str]:
+    """PATH itself when it is a file, else the *.yaml, *.yml, *.json files of the directory, sorted."""
+    if os.path.isdir(path):
+        try:
+            names = sorted(os.listdir(path))
+        except OSError as e:
+            log.error("cannot list directory path=%s error=%s", path, e)
+            return []
+        return [
+            os.path.join(path, n) for n in names
+            if n.endswith(SUFFIXES) and not n.startswith(".") and os.path.isfile(os.path.join(path, n))
+        ]
+    return [path] if os.path.exists(path) else []
+
+
+class FileSource:
+    """Polls a file or directory of Kubernetes objects and reports changes to a handler."""
+
+    def __init__(self, path: str, handler: SourceHandler, *, poll_interval: float = 0.2) -> None:
+        self.path = path
+        self.handler = handler
+        self.poll_interval = poll_interval
+        self._files: dict[str, _FileState] = {}
+        self._emitted: dict[ObjectId, dict[str, Any]] = {}
+        self._synced = False
+        self._missing_logged = False
+
+    def run(self, stop: threading.Event) -> None:
+        """Scan now, announce the first sync, then rescan every poll_interval until stop is set."""
+        log.info("file source started path=%s poll_interval=%s", self.path, self.poll_interval)
+        while not stop.is_set():
+            self.scan()
+            stop.wait(self.poll_interval)
+
+    def scan(self) -> int:
+        """One poll: re-read changed files, report changed objects; returns how many were reported."""
+        files = list_files(self.path)
+        if not files and not os.path.exists(self.path) and not self._missing_logged:
+            log.error("source path does not exist path=%s", self.path)
+            self._missing_logged = True
+        changed = False
+        for gone in set(self._files) - set(files):
+            del self._files[gone]
+            changed = True
+        for file in files:
+            changed |= self._refresh(file)
+        reported = self._emit() if changed or not self._synced else 0
+        if not self._synced:
+            self._synced = True
+            for kind in KINDS:
+                self.handler.on_synced(kind)
+        return reported
+
+    def _refresh(self, file: str) -> bool:
+        try:
+            st = os.stat(file)
+        except OSError:
+            return self._files.pop(file, None) is not None
+        stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
+        state = self._files.get(file)
+        if state is not None and state.stamp == stamp:
+            return False
+        try:
+            objects = extract_objects(read_documents(file), file)
+        except LoadError as e:
+            kept = len(state.objects) if state else 0
+            log.error("%s; keeping its %d previously read objects", e, kept)
+            self._files[file] = _FileState(stamp, state.objects if state else {})
+            return False
+        self._files[file] = _FileState(stamp, objects)
+        return True
+
+    def _emit(self) -> int:
+        merged: dict[ObjectId, dict[str, Any]] = {}
+        for file in sorted(self._files):
+            merged.update(self._files[file].objects)
+        reported = 0
+        for oid in sorted(set(self._emitted) - set(merged)):
+            self.handler.on_object(oid[0], oid[1], None)
+            reported += 1
+        for oid, obj in sorted(merged.items(), key=lambda kv: kv[0]):
+            if self._emitted.get(oid) != obj:
+                self.handler.on_object(oid[0], oid[1], obj)
+                reported += 1
+        self._emitted = merged
+        return reported

@@ -1,0 +1,161 @@
+"""Change trackers: what changed since the last sync, per Service and per EndpointSlice.
+
+Place in the data flow: between the sources and the bounded-frequency sync. Source events are
+parsed here (model.parse_*); an object that does not parse is logged once, counted and skipped,
+and an invalid update of a valid object keeps the last valid version. Each tracker keeps the
+current valid objects and, as kube-proxy does, a {previous, current} record per changed object
+so that a change undone before the next sync (a no-op) is dropped. `take_changes()` hands the
+service keys ("ns/name") to re-sync to the proxier and starts a new round.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from bpfproxy.controller.model import (
+    BadObject,
+    EndpointSlice,
+    Service,
+    parse_endpoint_slice,
+    parse_service,
+)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ServiceChange:
+    """A Service before the first event of this round and now."""
+
+    previous: Service | None
+    """the valid object at the last sync (None: did not exist)"""
+    current: Service | None
+    """the valid object now (None: deleted)"""
+
+
+class ServiceChangeTracker:
+    """Current valid Services and the changes pending for the next sync."""
+
+    def __init__(self) -> None:
+        self._services: dict[str, Service] = {}
+        self._changes: dict[str, ServiceChange] = {}
+        self.bad_objects: int = 0
+        """objects skipped because they did not parse (cumulative)"""
+
+    @property
+    def services(self) -> Mapping[str, Service]:
+        """Every valid Service by "ns/name"."""
+        return self._services
+
+    def update(self, key: str, obj: Mapping[str, Any] | None) -> bool:
+        """Record the new state of Service `key` (None = deleted); True when a change is pending for it."""
+        if obj is None:
+            current = None
+        else:
+            try:
+                current = parse_service(obj)
+            except BadObject as e:
+                self.bad_objects += 1
+                kept = "keeping the last valid version" if key in self._services else "skipped"
+                log.error("bad object: %s; %s", e, kept)
+                return key in self._changes
+        previous = self._services.get(key)
+        change = self._changes.get(key)
+        if change is None:
+            if previous == current:
+                return False
+            change = self._changes[key] = ServiceChange(previous, current)
+        change.current = current
+        if current is None:
+            self._services.pop(key, None)
+        else:
+            self._services[key] = current
+        if change.previous == change.current:
+            del self._changes[key]
+            return False
+        return True
+
+    @property
+    def pending(self) -> bool:
+        """True when some service changed since the last take_changes()."""
+        return bool(self._changes)
+
+    def take_changes(self) -> dict[str, ServiceChange]:
+        """The pending changes by service key; starts a new round."""
+        changes, self._changes = self._changes, {}
+        return changes
+
+
+class EndpointSliceChangeTracker:
+    """Current valid EndpointSlices by slice and by service, and the services pending a sync."""
+
+    def __init__(self) -> None:
+        self._slices: dict[str, EndpointSlice] = {}
+        self._by_service: dict[str, dict[str, EndpointSlice]] = {}
+        self._previous: dict[str, dict[str, EndpointSlice]] = {}
+        self.bad_objects: int = 0
+        """objects skipped because they did not parse (cumulative)"""
+
+    def slices_for(self, service_key: str) -> list[EndpointSlice]:
+        """The valid slices of a service, ordered by slice name."""
+        by_name = self._by_service.get(service_key, {})
+        return [by_name[k] for k in sorted(by_name)]
+
+    @property
+    def service_keys(self) -> set[str]:
+        """Every service that has at least one slice."""
+        return set(self._by_service)
+
+    def _snapshot(self, service_key: str) -> dict[str, EndpointSlice]:
+        return dict(self._by_service.get(service_key, {}))
+
+    def update(self, key: str, obj: Mapping[str, Any] | None) -> bool:
+        """Record the new state of slice `key` (None = deleted); True when a service now has a pending change."""
+        new: EndpointSlice | None = None
+        if obj is not None:
+            try:
+                new = parse_endpoint_slice(obj)
+            except BadObject as e:
+                self.bad_objects += 1
+                kept = "keeping the last valid version" if key in self._slices else "skipped"
+                log.error("bad object: %s; %s", e, kept)
+                return False
+        old = self._slices.get(key)
+        if old == new:
+            return False
+        touched = {s.service_key for s in (old, new) if s is not None and s.service_key}
+        for svc in touched:
+            if svc not in self._previous:
+                self._previous[svc] = self._snapshot(svc)
+        if old is not None and old.service_key:
+            group = self._by_service[old.service_key]
+            group.pop(key, None)
+            if not group:
+                del self._by_service[old.service_key]
+        if new is None:
+            self._slices.pop(key, None)
+        else:
+            self._slices[key] = new
+            if new.service_key:
+                self._by_service.setdefault(new.service_key, {})[key] = new
+        pending = False
+        for svc in touched:
+            if self._previous[svc] == self._snapshot(svc):
+                del self._previous[svc]
+            else:
+                pending = True
+        return pending
+
+    @property
+    def pending(self) -> bool:
+        """True when some service's slices changed since the last take_changes()."""
+        return bool(self._previous)
+
+    def take_changes(self) -> set[str]:
+        """The service keys whose slices changed; starts a new round."""
+        changed = set(self._previous)
+        self._previous = {}
+        return changed
