@@ -1,6 +1,129 @@
-/* bpf_tc.c: placeholder entry, replaced by the datapath work */
+/* bpf_tc.c: tc entry points on the host side of pod veths: from_pod (ingress) load-balances, to_pod (egress) reverse-translates. */
 #include <uapi/linux/bpf.h>
 #include <uapi/linux/pkt_cls.h>
+#include "consts.h"
 #include "maps.h"
-int from_pod(struct __sk_buff *skb) { return TC_ACT_OK; }
-int to_pod(struct __sk_buff *skb) { return TC_ACT_OK; }
+#include "map_ops.h"
+
+/* the map accessors of map_ops.h, here because bcc rewrites its map syntax in the main file only */
+static __always_inline struct svc_val *svc_map_lookup(struct svc_key *k) { return bpx_svc_v1.lookup(k); }
+static __always_inline struct backend *backend_map_lookup(__u32 *id) { return bpx_backend_v1.lookup(id); }
+static __always_inline struct ct_entry *ct_map_lookup(struct ct_key *k) { return bpx_ct_v1.lookup(k); }
+static __always_inline void ct_map_update(struct ct_key *k, struct ct_entry *v) { bpx_ct_v1.update(k, v); }
+static __always_inline struct affinity_val *affinity_map_lookup(struct affinity_key *k) { return bpx_affinity_v1.lookup(k); }
+static __always_inline void affinity_map_update(struct affinity_key *k, struct affinity_val *v) { bpx_affinity_v1.update(k, v); }
+static __always_inline struct frag_val *frag_map_lookup(struct frag_key *k) { return bpx_frag_v1.lookup(k); }
+static __always_inline void frag_map_update(struct frag_key *k, struct frag_val *v) { bpx_frag_v1.update(k, v); }
+static __always_inline struct verdict_count *verdict_map_lookup(__u32 *v) { return bpx_verdict_v1.lookup(v); }
+static __always_inline struct svc_stats *svcstat_map_lookup(__u32 *svc_id) { return bpx_svcstat_v1.lookup(svc_id); }
+
+#include "parse.h"
+#include "counters.h"
+#include "frag.h"
+#include "conntrack.h"
+#include "lb.h"
+#include "nat.h"
+#include "reject.h"
+
+/* the tc action of verdict v (a reject sends the rewritten packet back out of the device it came from) */
+static __always_inline int verdict_action(struct __sk_buff *skb, __u32 v)
+{
+	/* verdicts are ordered: passes and forwards first, then the two rejects, then drops */
+	if (v <= V_REVNAT)
+		return TC_ACT_OK;
+	if (v == V_REJECT_TCP_RST || v == V_REJECT_ICMP)
+		return bpf_redirect(skb->ifindex, 0);
+	return TC_ACT_SHOT;
+}
+
+/* the verdict for a packet of another protocol than tcp/udp leaving a pod */
+static __always_inline __u32 handle_other_from_pod(struct __sk_buff *skb, const struct pkt *p)
+{
+	if (!is_service_addr(p->daddr))
+		return V_PASS;
+	if (p->frag == PKT_FRAG_LATER)
+		return V_DROP_FRAG;
+	if (p->proto == IPPROTO_ICMP &&
+	    (p->icmp_type == ICMP_DEST_UNREACH || p->icmp_type == ICMP_SOURCE_QUENCH ||
+	     p->icmp_type == ICMP_REDIRECT || p->icmp_type == ICMP_TIME_EXCEEDED ||
+	     p->icmp_type == ICMP_PARAMETERPROB))
+		return V_DROP_ICMP_ERROR;
+	return reject_icmp(skb, p);
+}
+
+/* the verdict for a packet leaving a pod: pass, forward to a backend, reject or drop */
+static __always_inline __u32 process_from_pod(struct __sk_buff *skb)
+{
+	struct pkt p = {};
+	struct svc_val *svc;
+	__u64 now = 0;
+	int res = parse_pkt(skb, &p);
+
+	if (res == PARSE_NOT_IPV4)
+		return V_PASS;
+	if (res == PARSE_BAD)
+		return is_service_addr(p.daddr) ? V_DROP_MALFORMED : V_PASS;
+	if (p.proto != IPPROTO_TCP && p.proto != IPPROTO_UDP)
+		return handle_other_from_pod(skb, &p);
+	if (p.frag == PKT_FRAG_LATER) {
+		now = bpf_ktime_get_ns();
+		if (!lookup_frag_ports(&p, now))
+			return is_service_addr(p.daddr) ? V_DROP_FRAG : V_PASS;
+	}
+	svc = lookup_frontend(&p);
+	if (!svc) {
+		if (!is_service_addr(p.daddr))
+			return V_PASS;
+		return reject_pkt(skb, &p);
+	}
+	if (!now)
+		now = bpf_ktime_get_ns();
+	if (p.frag == PKT_FRAG_FIRST)
+		record_frag(&p, now);
+	return forward_pkt(skb, &p, svc, now);
+}
+
+/* the verdict for a packet entering a pod: a backend's reply is translated back to the frontend */
+static __always_inline __u32 process_to_pod(struct __sk_buff *skb)
+{
+	struct pkt p = {};
+	struct ct_entry *e;
+	__u64 now = 0;
+
+	if (parse_pkt(skb, &p) != PARSE_OK || (p.proto != IPPROTO_TCP && p.proto != IPPROTO_UDP))
+		return V_PASS;
+	if (p.frag == PKT_FRAG_LATER) {
+		now = bpf_ktime_get_ns();
+		if (!lookup_frag_ports(&p, now))
+			return V_PASS;
+	}
+	if (!now)
+		now = bpf_ktime_get_ns();
+	e = lookup_ct(&p, CT_DIR_REPLY, now);
+	if (!e)
+		return V_PASS;
+	if (p.frag == PKT_FRAG_FIRST)
+		record_frag(&p, now);
+	refresh_ct(e, &p, now);
+	if (revnat_pkt(skb, &p, e->nat_addr, e->nat_port))
+		return V_DROP_NAT_FAIL;
+	return V_REVNAT;
+}
+
+/* tc ingress of a pod's host-side veth: packets leaving the pod */
+int from_pod(struct __sk_buff *skb)
+{
+	__u32 v = process_from_pod(skb);
+
+	count_verdict(v);
+	return verdict_action(skb, v);
+}
+
+/* tc egress of a pod's host-side veth: packets entering the pod */
+int to_pod(struct __sk_buff *skb)
+{
+	__u32 v = process_to_pod(skb);
+
+	count_verdict(v);
+	return verdict_action(skb, v);
+}

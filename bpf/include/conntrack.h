@@ -1,0 +1,100 @@
+/* conntrack.h: forward and reply entries of translated flows, their lifetimes and refresh. */
+#ifndef BPFPROXY_CONNTRACK_H
+#define BPFPROXY_CONNTRACK_H
+
+#include "maps.h"
+#include "map_ops.h"
+#include "parse.h"
+
+/* an expiry is only rewritten when it would move by more than this, ns (keeps the hot path read-only) */
+#define CT_REFRESH_SLACK_NS 1000000000ULL
+
+/* fill k with p's tuple as seen (no swap) in direction dir */
+static __always_inline void fill_ct_key(struct ct_key *k, const struct pkt *p, __u8 dir)
+{
+	k->saddr = p->saddr;
+	k->daddr = p->daddr;
+	k->sport = p->sport;
+	k->dport = p->dport;
+	k->proto = p->proto;
+	k->dir = dir;
+	k->pad[0] = 0;
+	k->pad[1] = 0;
+}
+
+/* the CT_F_* flags a packet adds to its entry's flags (a new SYN reopens a closed tuple) */
+static __always_inline __u8 track_tcp_flags(const struct pkt *p, __u8 flags)
+{
+	if (p->proto != IPPROTO_TCP || p->frag == PKT_FRAG_LATER)
+		return flags;
+	if ((p->tcp_flags & (TCPF_SYN | TCPF_ACK)) == TCPF_SYN)
+		flags = 0;
+	if (p->tcp_flags & TCPF_FIN)
+		flags |= CT_F_FIN;
+	if (p->tcp_flags & TCPF_RST)
+		flags |= CT_F_RST;
+	return flags;
+}
+
+/* lifetime of an entry of protocol proto with CT_F_* flags */
+static __always_inline __u64 ct_lifetime(__u8 proto, __u8 flags)
+{
+	if (proto != IPPROTO_TCP)
+		return CT_LIFETIME_NONTCP_NS;
+	if (flags & (CT_F_FIN | CT_F_RST))
+		return CT_LIFETIME_TCP_CLOSING_NS;
+	return CT_LIFETIME_TCP_NS;
+}
+
+/* the live entry of p's tuple in direction dir, or NULL when absent or expired */
+static __always_inline struct ct_entry *lookup_ct(const struct pkt *p, __u8 dir, __u64 now)
+{
+	struct ct_key k;
+	struct ct_entry *e;
+
+	fill_ct_key(&k, p, dir);
+	e = ct_map_lookup(&k);
+	if (!e || e->expires <= now)
+		return NULL;
+	return e;
+}
+
+/* record p's tcp flags in e and push its expiry, writing only when something really changes */
+static __always_inline void refresh_ct(struct ct_entry *e, const struct pkt *p, __u64 now)
+{
+	__u8 flags = track_tcp_flags(p, e->tcp_flags);
+	__u64 expires = now + ct_lifetime(p->proto, flags);
+
+	if (flags != e->tcp_flags)
+		e->tcp_flags = flags;
+	if (expires > e->expires + CT_REFRESH_SLACK_NS || expires + CT_REFRESH_SLACK_NS < e->expires)
+		e->expires = expires;
+}
+
+/* create the forward entry of p's flow to backend be and the reply entry the backend's answers hit */
+static __always_inline void create_ct(const struct pkt *p, const struct backend *be, __u32 backend_id,
+				      __u32 svc_id, __u64 now)
+{
+	struct ct_key k;
+	struct ct_entry e = {};
+
+	e.tcp_flags = track_tcp_flags(p, 0);
+	e.expires = now + ct_lifetime(p->proto, e.tcp_flags);
+	e.backend_id = backend_id;
+	e.svc_id = svc_id;
+	e.nat_addr = be->addr;
+	e.nat_port = be->port;
+	fill_ct_key(&k, p, CT_DIR_FWD);
+	ct_map_update(&k, &e);
+
+	k.saddr = be->addr;
+	k.daddr = p->saddr;
+	k.sport = be->port;
+	k.dport = p->sport;
+	k.dir = CT_DIR_REPLY;
+	e.nat_addr = p->daddr;
+	e.nat_port = p->dport;
+	ct_map_update(&k, &e);
+}
+
+#endif /* BPFPROXY_CONNTRACK_H */
