@@ -1,0 +1,417 @@
+"""Plan: the desired contents of the service and backend maps, with stable ids.
+
+Place in the data flow: pure, after translate and before diff. `plan()` turns frontends into a
+`DatapathState` (what bpx_svc_v1 / bpx_backend_v1 / bpx_svcname_v1 should hold) starting from the
+previous state, so that ids are stable: a frontend keeps its svc_id and a (svc_id, address, port)
+keeps its backend id. Freed ids become reusable, lowest first, only in the next plan (never
+handed to something else within the write that frees them). A service that does not fit the map
+capacities is skipped with an error naming it, and keeps what it had.
+"""
+
+from __future__ import annotations
+
+import copy
+import heapq
+import logging
+from collections.abc import Collection, Iterable
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+from bpfproxy.controller.translate import Frontend
+from bpfproxy.loader.structs import BE_F_TERMINATING, SVC_F_AFFINITY, SVC_F_DROP_NO_EP
+
+log = logging.getLogger(__name__)
+
+
+class FrontendKey(NamedTuple):
+    """struct svc_key without the slot: one frontend."""
+
+    addr: str
+    """frontend IPv4 address, dotted"""
+    port: int
+    """frontend port"""
+    proto: int
+    """IP protocol number"""
+    scope: int
+    """SVC_SCOPE_EXT or SVC_SCOPE_INT"""
+
+
+@dataclass(frozen=True)
+class FrontendEntry:
+    """Slot 0 of a frontend, its name and its slots."""
+
+    svc_id: int
+    """frontend id (1..; 0 reserved)"""
+    name: str
+    """ "ns/name:port/proto", written to bpx_svcname_v1"""
+    flags: int
+    """SVC_F_* flags of slot 0"""
+    affinity_timeout: int
+    """ClientIP affinity timeout in seconds (0 without SVC_F_AFFINITY)"""
+    backend_ids: tuple[int, ...]
+    """backend id of slots 1..n, in slot order (non-terminating backends only)"""
+
+    @property
+    def service(self) -> str:
+        """ "ns/name" of the service, from the name."""
+        return self.name.rsplit(":", 1)[0]
+
+
+@dataclass(frozen=True)
+class BackendEntry:
+    """One element of the backend map."""
+
+    addr: str
+    """endpoint IPv4 address, dotted"""
+    port: int
+    """endpoint port"""
+    proto: int
+    """IP protocol number"""
+    flags: int
+    """BE_F_* flags"""
+    svc_id: int
+    """the frontend it belongs to"""
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Capacities of the maps (the -D sizes the datapath was built with)."""
+
+    lb_entries: int = 65536
+    """entries of bpx_svc_v1: frontends + their slots + address entries (LB_MAP_MAX)"""
+    backends: int = 65536
+    """entries of bpx_backend_v1 (BACKEND_MAP_MAX)"""
+    svc_ids: int = 65536
+    """SVC_ID_MAX: frontend ids are 1..svc_ids-1"""
+
+
+class IdAllocator:
+    """Ids 1..limit-1, lowest free first; freed ids go to a heap."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._next = 1
+        self._free: list[int] = []
+        self._free_set: set[int] = set()
+
+    def reserve(self, ident: int) -> None:
+        """Mark ident used (rebuilding from the maps: cheapest in ascending order)."""
+        if ident >= self._next:
+            for hole in range(self._next, ident):
+                heapq.heappush(self._free, hole)
+                self._free_set.add(hole)
+            self._next = ident + 1
+        elif ident in self._free_set:
+            self._free_set.discard(ident)
+            self._free.remove(ident)
+            heapq.heapify(self._free)
+
+    def allocate(self) -> int | None:
+        """The lowest free id, or None when exhausted."""
+        while self._free:
+            ident = heapq.heappop(self._free)
+            if ident in self._free_set:
+                self._free_set.discard(ident)
+                return ident
+        if self._next >= self.limit:
+            return None
+        self._next += 1
+        return self._next - 1
+
+    def release(self, ident: int) -> None:
+        """Make ident allocatable again."""
+        if ident not in self._free_set and 0 < ident < self._next:
+            self._free_set.add(ident)
+            heapq.heappush(self._free, ident)
+
+
+@dataclass(eq=False)
+class DatapathState:
+    """What the service, backend and name maps hold (applied) or should hold (desired).
+
+    Equality compares frontends, backends and addresses; the rest is indexes and bookkeeping.
+    """
+
+    frontends: dict[FrontendKey, FrontendEntry] = field(default_factory=dict)
+    """every frontend by key"""
+    backends: dict[int, BackendEntry] = field(default_factory=dict)
+    """every backend by id"""
+    addresses: set[str] = field(default_factory=set)
+    """addresses with an address entry (SVC_F_ADDR)"""
+    names: dict[int, str] = field(default_factory=dict)
+    """bpx_svcname_v1 contents as read back (desired states keep the names in frontends)"""
+    stray_slots: set[tuple[FrontendKey, int]] = field(default_factory=set)
+    """slots read back that belong to no frontend or lie beyond its count (a full sync deletes them)"""
+    skipped: dict[str, str] = field(default_factory=dict)
+    """services the plan that produced this state could not fit, with the reason"""
+    svc_id_alloc: IdAllocator = field(default_factory=lambda: IdAllocator(1 << 32))
+    """frontend ids"""
+    backend_id_alloc: IdAllocator = field(default_factory=lambda: IdAllocator(1 << 32))
+    """backend ids"""
+    _by_service: dict[str, frozenset[FrontendKey]] = field(default_factory=dict)
+    _by_svc_id: dict[int, FrontendKey] = field(default_factory=dict)
+    _backends_by_svc: dict[int, frozenset[int]] = field(default_factory=dict)
+    _backend_index: dict[tuple[int, str, int], int] = field(default_factory=dict)
+    _addr_refs: dict[str, int] = field(default_factory=dict)
+    _slots: int = 0
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, DatapathState):
+            return NotImplemented
+        return (self.frontends, self.backends, self.addresses) == (
+            other.frontends, other.backends, other.addresses,
+        )
+
+    def copy(self) -> DatapathState:
+        """An independent copy (dict copies; values are immutable)."""
+        new = copy.copy(self)
+        for name in ("frontends", "backends", "addresses", "names", "stray_slots", "_by_service",
+                     "_by_svc_id", "_backends_by_svc", "_backend_index", "_addr_refs"):
+            setattr(new, name, copy.copy(getattr(self, name)))
+        new.skipped = {}
+        new.svc_id_alloc = copy.deepcopy(self.svc_id_alloc)
+        new.backend_id_alloc = copy.deepcopy(self.backend_id_alloc)
+        return new
+
+    # queries
+
+    def services(self) -> set[str]:
+        """Every service with a frontend."""
+        return set(self._by_service)
+
+    def service_frontends(self, service: str) -> frozenset[FrontendKey]:
+        """The frontend keys of one service."""
+        return self._by_service.get(service, frozenset())
+
+    def frontend_by_id(self, svc_id: int) -> FrontendKey | None:
+        """The frontend holding svc_id."""
+        return self._by_svc_id.get(svc_id)
+
+    def svc_ids(self) -> Collection[int]:
+        """Every frontend id in use."""
+        return self._by_svc_id.keys()
+
+    def svc_backends(self, svc_id: int) -> frozenset[int]:
+        """Backend ids that belong to a frontend (slots and terminating ones)."""
+        return self._backends_by_svc.get(svc_id, frozenset())
+
+    def backend_id_for(self, svc_id: int, addr: str, port: int) -> int | None:
+        """The id of the backend (svc_id, addr, port), when it exists."""
+        return self._backend_index.get((svc_id, addr, port))
+
+    def lb_usage(self) -> int:
+        """Entries of the service map: slot 0s, slots, address entries, strays."""
+        return len(self.frontends) + self._slots + len(self.addresses) + len(self.stray_slots)
+
+    # updates (keep the indexes)
+
+    def add_frontend(self, key: FrontendKey, entry: FrontendEntry) -> None:
+        """Insert a frontend (key must be absent)."""
+        assert key not in self.frontends, key
+        self.frontends[key] = entry
+        svc = entry.service
+        self._by_service[svc] = self._by_service.get(svc, frozenset()) | {key}
+        self._by_svc_id[entry.svc_id] = key
+        self._slots += len(entry.backend_ids)
+        self._addr_refs[key.addr] = self._addr_refs.get(key.addr, 0) + 1
+        self.addresses.add(key.addr)
+
+    def remove_frontend(self, key: FrontendKey) -> FrontendEntry:
+        """Remove a frontend (not its backends); returns it."""
+        entry = self.frontends.pop(key)
+        svc = entry.service
+        rest = self._by_service[svc] - {key}
+        if rest:
+            self._by_service[svc] = rest
+        else:
+            del self._by_service[svc]
+        if self._by_svc_id.get(entry.svc_id) == key:
+            del self._by_svc_id[entry.svc_id]
+        self._slots -= len(entry.backend_ids)
+        refs = self._addr_refs[key.addr] - 1
+        if refs:
+            self._addr_refs[key.addr] = refs
+        else:
+            del self._addr_refs[key.addr]
+            self.addresses.discard(key.addr)
+        return entry
+
+    def add_backend(self, ident: int, entry: BackendEntry) -> None:
+        """Insert a backend (id must be absent)."""
+        assert ident not in self.backends, ident
+        self.backends[ident] = entry
+        self._backends_by_svc[entry.svc_id] = self._backends_by_svc.get(entry.svc_id, frozenset()) | {ident}
+        self._backend_index.setdefault((entry.svc_id, entry.addr, entry.port), ident)
+
+    def remove_backend(self, ident: int) -> BackendEntry:
+        """Remove a backend; returns it."""
+        entry = self.backends.pop(ident)
+        rest = self._backends_by_svc[entry.svc_id] - {ident}
+        if rest:
+            self._backends_by_svc[entry.svc_id] = rest
+        else:
+            del self._backends_by_svc[entry.svc_id]
+        index_key = (entry.svc_id, entry.addr, entry.port)
+        if self._backend_index.get(index_key) == ident:
+            del self._backend_index[index_key]
+        return entry
+
+    def address_referenced(self, addr: str) -> bool:
+        """True when some frontend uses addr."""
+        return addr in self._addr_refs
+
+
+def frontend_key(f: Frontend) -> FrontendKey:
+    """The key of a translated frontend."""
+    return FrontendKey(f.addr, f.port, f.proto, f.scope)
+
+
+@dataclass
+class _Round:
+    """Ids freed or allocated during one plan()."""
+
+    freed_svc: set[int] = field(default_factory=set)
+    freed_be: set[int] = field(default_factory=set)
+
+
+def plan(
+    frontends: Iterable[Frontend],
+    previous: DatapathState,
+    limits: Limits,
+    *,
+    services: Collection[str] | None = None,
+) -> DatapathState:
+    """The desired state for `frontends`, keeping the ids of `previous`.
+
+    services=None: a full plan; `frontends` is everything, services absent from it are removed,
+    and strays read back from the maps are dropped. Otherwise a partial plan: only the listed
+    services are replanned (their frontends are those of `frontends`; a listed service with none
+    is removed) and every other service is carried over untouched.
+    """
+    by_service: dict[str, list[Frontend]] = {}
+    for f in frontends:
+        by_service.setdefault(f.service, []).append(f)
+    full = services is None
+    todo = set(by_service) | previous.services() if full else set(services or ())
+    desired = previous.copy()
+    desired.svc_id_alloc.limit = min(desired.svc_id_alloc.limit, limits.svc_ids)
+    rnd = _Round()
+    for svc in sorted(todo):
+        _plan_service(svc, by_service.get(svc, []), previous, desired, limits, rnd)
+    if full:
+        desired.stray_slots = set()
+        desired.names = {}
+        used = set(desired._by_svc_id)
+        for ident, be in list(desired.backends.items()):
+            if be.svc_id not in used:
+                desired.remove_backend(ident)
+                rnd.freed_be.add(ident)
+        desired.addresses = set(desired._addr_refs)
+    for ident in sorted(rnd.freed_svc):
+        desired.svc_id_alloc.release(ident)
+    for ident in sorted(rnd.freed_be):
+        desired.backend_id_alloc.release(ident)
+    return desired
+
+
+def _plan_service(
+    svc: str,
+    wanted: list[Frontend],
+    previous: DatapathState,
+    desired: DatapathState,
+    limits: Limits,
+    rnd: _Round,
+) -> None:
+    """Replace the frontends of one service in desired; on overflow keep the old ones."""
+    old_fronts = {k: desired.frontends[k] for k in desired.service_frontends(svc)}
+    old_backends = {
+        b: desired.backends[b] for e in old_fronts.values() for b in desired.svc_backends(e.svc_id)
+    }
+    for key in old_fronts:
+        desired.remove_frontend(key)
+    for ident in old_backends:
+        desired.remove_backend(ident)
+    new_svc_ids: list[int] = []
+    new_be_ids: list[int] = []
+    reused_svc: list[int] = []
+    reused_be: list[int] = []
+    problem = ""
+    for f in wanted:
+        key = frontend_key(f)
+        if key in desired.frontends:
+            other = desired.frontends[key].service
+            log.error("frontend claimed by two services service=%s frontend=%s:%s/%s owner=%s; skipped",
+                      svc, key.addr, key.port, key.proto, other)
+            continue
+        prev = previous.frontends.get(key)
+        svc_id = prev.svc_id if prev is not None and prev.svc_id not in desired._by_svc_id else None
+        if svc_id is None:
+            svc_id = desired.svc_id_alloc.allocate()
+            if svc_id is None:
+                added = len(desired.service_frontends(svc))
+                free = limits.svc_ids - 1 - (len(desired.frontends) - added)
+                problem = f"needs {len(wanted)} frontend ids, {max(free, 0)} free"
+                break
+            new_svc_ids.append(svc_id)
+        else:
+            reused_svc.append(svc_id)
+        slots: list[int] = []
+        for ref in f.backends:
+            be_id = previous.backend_id_for(svc_id, ref.addr, ref.port) if prev is not None else None
+            if be_id is not None and be_id in desired.backends:
+                be_id = None
+            if be_id is None:
+                be_id = desired.backend_id_alloc.allocate()
+                assert be_id is not None
+                new_be_ids.append(be_id)
+            else:
+                reused_be.append(be_id)
+            flags = BE_F_TERMINATING if ref.terminating else 0
+            desired.add_backend(be_id, BackendEntry(ref.addr, ref.port, f.proto, flags, svc_id))
+            if not ref.terminating:
+                slots.append(be_id)
+        flags = (SVC_F_AFFINITY if f.affinity_timeout else 0) | (SVC_F_DROP_NO_EP if f.drop_no_ep else 0)
+        desired.add_frontend(
+            key, FrontendEntry(svc_id, f.name, flags, f.affinity_timeout, tuple(slots))
+        )
+    if not problem:
+        problem = _overflow(desired, limits, svc)
+    if problem:
+        log.error("service too large for the maps service=%s: %s; keeping its previous entries", svc, problem)
+        desired.skipped[svc] = f"too large for the maps: {problem}"
+        for key in desired.service_frontends(svc):
+            entry = desired.remove_frontend(key)
+            for b in desired.svc_backends(entry.svc_id):
+                desired.remove_backend(b)
+        for ident in new_svc_ids:
+            desired.svc_id_alloc.release(ident)
+        for ident in new_be_ids:
+            desired.backend_id_alloc.release(ident)
+        for key, entry in old_fronts.items():
+            desired.add_frontend(key, entry)
+        for ident, be in old_backends.items():
+            desired.add_backend(ident, be)
+        return
+    rnd.freed_svc |= {e.svc_id for e in old_fronts.values()}
+    rnd.freed_be |= set(old_backends)
+    rnd.freed_svc.difference_update(reused_svc)
+    rnd.freed_be.difference_update(reused_be)
+
+
+def _overflow(desired: DatapathState, limits: Limits, svc: str) -> str:
+    """"" when desired fits the limits, else "needs N ..., M free" for service svc (just added)."""
+    fronts = [(k, desired.frontends[k]) for k in desired.service_frontends(svc)]
+    per_addr: dict[str, int] = {}
+    for k, _ in fronts:
+        per_addr[k.addr] = per_addr.get(k.addr, 0) + 1
+    own_addrs = sum(1 for a, n in per_addr.items() if desired._addr_refs.get(a) == n)
+    svc_lb = sum(1 + len(e.backend_ids) for _, e in fronts) + own_addrs
+    lb = desired.lb_usage()
+    if lb > limits.lb_entries:
+        free = limits.lb_entries - (lb - svc_lb)
+        return f"needs {svc_lb} service map entries, {max(free, 0)} free"
+    svc_be = sum(len(desired.svc_backends(e.svc_id)) for _, e in fronts)
+    if len(desired.backends) > limits.backends:
+        free = limits.backends - (len(desired.backends) - svc_be)
+        return f"needs {svc_be} backend map entries, {max(free, 0)} free"
+    return ""

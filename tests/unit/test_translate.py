@@ -1,0 +1,101 @@
+"""translate_service: object state -> frontends and backends, in rows."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bpfproxy.controller.model import parse_endpoint_slice, parse_service
+from bpfproxy.controller.translate import BackendRef, Frontend, NodeConfig, translate_service
+from kobj import endpoint, service, slice_
+
+NODE = NodeConfig(node_name="n1")
+
+
+def tr(svc: dict[str, Any], *slices: dict[str, Any]) -> list[Frontend]:
+    return translate_service(parse_service(svc), [parse_endpoint_slice(s) for s in slices], NODE)
+
+
+def table(fronts: list[Frontend]) -> list[tuple[str, str, int, int, list[str]]]:
+    return [(f.name, f.addr, f.port, f.proto, [f"{b.addr}:{b.port}{'T' if b.terminating else ''}"
+                                               for b in f.backends]) for f in fronts]
+
+
+def test_multiport_different_backends_per_port_and_target_port_by_name() -> None:
+    svc = service(ports=[{"name": "http", "port": 80, "targetPort": "web"},
+                         {"name": "metrics", "port": 9090, "targetPort": 9100}])
+    s1 = slice_("web-1", ports=[{"name": "http", "port": 8080}, {"name": "metrics", "port": 9100}],
+                endpoints=[endpoint("10.0.0.1")])
+    s2 = slice_("web-2", ports=[{"name": "http", "port": 8081}], endpoints=[endpoint("10.0.0.2")])
+    assert table(tr(svc, s1, s2)) == [
+        ("default/web:http/TCP", "10.96.0.10", 80, 6, ["10.0.0.1:8080", "10.0.0.2:8081"]),
+        ("default/web:metrics/TCP", "10.96.0.10", 9090, 6, ["10.0.0.1:9100"]),
+    ]
+
+
+def test_same_port_tcp_and_udp_are_two_frontends() -> None:
+    svc = service("dns", ports=[{"name": "dns", "port": 53, "protocol": "UDP"},
+                                {"name": "dns-tcp", "port": 53, "protocol": "TCP"}])
+    sl = slice_("dns-1", svc="dns", ports=[{"name": "dns", "port": 5353, "protocol": "UDP"},
+                                           {"name": "dns-tcp", "port": 5353, "protocol": "TCP"}],
+                endpoints=[endpoint("10.0.0.5")])
+    assert table(tr(svc, sl)) == [
+        ("default/dns:dns/UDP", "10.96.0.10", 53, 17, ["10.0.0.5:5353"]),
+        ("default/dns:dns-tcp/TCP", "10.96.0.10", 53, 6, ["10.0.0.5:5353"]),
+    ]
+
+
+def test_port_name_and_protocol_must_match() -> None:
+    svc = service(ports=[{"name": "http", "port": 80}])
+    sl = slice_(ports=[{"name": "http", "port": 8080, "protocol": "UDP"}, {"name": "other", "port": 1}])
+    assert table(tr(svc, sl))[0][4] == []
+
+
+def test_unnamed_port_and_name_uses_number() -> None:
+    svc = service(ports=[{"port": 80, "targetPort": 8080}])
+    sl = slice_(ports=[{"port": 8080}], endpoints=[endpoint("10.0.0.1")])
+    assert table(tr(svc, sl)) == [("default/web:80/TCP", "10.96.0.10", 80, 6, ["10.0.0.1:8080"])]
+
+
+def test_headless_externalname_and_sctp_have_no_frontends() -> None:
+    assert tr(service(ip="None"), slice_()) == []
+    assert tr(service(ip=None, type="ExternalName", externalName="x.example")) == []
+    assert tr(service(ports=[{"name": "s", "port": 9, "protocol": "SCTP"}])) == []
+
+
+def test_all_types_get_cluster_ip_frontends() -> None:
+    for kind in ("ClusterIP", "NodePort", "LoadBalancer"):
+        assert [f.addr for f in tr(service(type=kind), slice_())] == ["10.96.0.10"]
+
+
+def test_ready_terminating_unready_and_dedupe() -> None:
+    s1 = slice_("web-1", endpoints=[
+        endpoint("10.0.0.1"),                                              # ready
+        endpoint("10.0.0.2", ready=None),                                  # ready unknown = ready
+        endpoint("10.0.0.3", ready=False),                                 # not ready: excluded
+        endpoint("10.0.0.4", ready=False, serving=True, terminating=True),  # terminating
+        endpoint("10.0.0.5", ready=False, serving=False, terminating=True),  # not serving: excluded
+    ])
+    s2 = slice_("web-2", endpoints=[endpoint("10.0.0.1"), endpoint("10.0.0.10")])
+    assert table(tr(service(), s1, s2))[0][4] == [
+        "10.0.0.1:8080", "10.0.0.2:8080", "10.0.0.4:8080T", "10.0.0.10:8080",
+    ]
+
+
+def test_dedupe_prefers_ready_over_terminating_and_ignores_ipv6_slices() -> None:
+    s1 = slice_("web-1", endpoints=[endpoint("10.0.0.1", ready=False, serving=True, terminating=True)])
+    s2 = slice_("web-2", endpoints=[endpoint("10.0.0.1")])
+    s3 = slice_("web-3", address_type="IPv6", endpoints=[endpoint("fd00::1")])
+    assert tr(service(), s1, s2, s3)[0].backends == (BackendRef("10.0.0.1", 8080, False),)
+
+
+def test_affinity_timeout() -> None:
+    assert tr(service(), slice_())[0].affinity_timeout == 0
+    assert tr(service(sessionAffinity="ClientIP"), slice_())[0].affinity_timeout == 10800
+    custom = service(sessionAffinity="ClientIP", sessionAffinityConfig={"clientIP": {"timeoutSeconds": 30}})
+    assert tr(custom, slice_())[0].affinity_timeout == 30
+
+
+def test_dual_stack_uses_ipv4_cluster_ip() -> None:
+    svc = service()
+    svc["spec"]["clusterIPs"] = ["fd00::a", "10.96.0.10"]
+    assert [f.addr for f in tr(svc, slice_())] == ["10.96.0.10"]
