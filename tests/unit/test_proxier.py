@@ -1,0 +1,148 @@
+"""Proxier with an in-memory writer and a fake clock: gating, partial syncs, failures, restart."""
+
+from __future__ import annotations
+
+from bpfproxy.controller.diff import WritePlan
+from bpfproxy.controller.plan import DatapathState, FrontendKey
+from bpfproxy.controller.proxier import Proxier
+from kobj import endpoint, service, slice_
+
+
+class FakeClock:
+    """A clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.t = 0.0
+
+    def now(self) -> float:
+        return self.t
+
+
+class FakeWriter:
+    """Keeps the 'maps' as a DatapathState by replaying diffs onto a copy of the desired state."""
+
+    def __init__(self) -> None:
+        self.state = DatapathState()
+        self.plans: list[WritePlan] = []
+        self.reads = 0
+        self.fail_next = False
+        self.last_desired: DatapathState | None = None
+
+    def read_applied(self) -> DatapathState:
+        self.reads += 1
+        return self.state.copy()
+
+    def apply(self, plan: WritePlan) -> None:
+        if self.fail_next:
+            self.fail_next = False
+            raise OSError("injected map write failure")
+        self.plans.append(plan)
+
+
+def apply_and_track(p: Proxier, w: FakeWriter) -> None:
+    """Run the runner once and mirror the proxier's applied state into the fake maps."""
+    p.runner.run()
+    p.runner.tick()
+    if p.applied is not None:
+        w.state = p.applied.copy()
+
+
+def make() -> tuple[Proxier, FakeWriter, FakeClock]:
+    w, c = FakeWriter(), FakeClock()
+    return Proxier(w, min_sync_period=1.0, max_sync_period=30.0, clock=c), w, c
+
+
+def test_nothing_written_before_both_kinds_synced() -> None:
+    p, w, c = make()
+    p.on_object("Service", "default/web", service())
+    p.on_object("EndpointSlice", "default/web-abc", slice_())
+    p.on_synced("Service")
+    apply_and_track(p, w)
+    assert w.plans == [] and w.reads == 0 and p.applied is None
+    c.t += 1
+    p.on_synced("EndpointSlice")
+    apply_and_track(p, w)
+    assert len(w.plans) == 1 and w.reads == 1
+    assert p.counters.full_syncs == 1 and p.counters.last_writes == w.plans[0].writes()
+    key = FrontendKey("10.96.0.10", 80, 6, 0)
+    assert p.applied is not None and len(p.applied.frontends[key].backend_ids) == 2
+
+
+def synced(p: Proxier, w: FakeWriter) -> None:
+    p.on_synced("Service")
+    p.on_synced("EndpointSlice")
+    apply_and_track(p, w)
+
+
+def test_partial_sync_only_changed_service() -> None:
+    p, w, c = make()
+    p.on_object("Service", "default/web", service())
+    p.on_object("Service", "default/api", service("api", ip="10.96.0.11"))
+    p.on_object("EndpointSlice", "default/web-abc", slice_())
+    synced(p, w)
+    c.t += 2
+    p.on_object("EndpointSlice", "default/web-abc", slice_(endpoints=[endpoint("10.0.0.1")]))
+    apply_and_track(p, w)
+    wp = w.plans[-1]
+    assert p.counters.syncs == 2 and p.counters.full_syncs == 1
+    assert wp.counts()["slot_deletes"] == 1 and wp.counts()["backend_deletes"] == 1
+    assert wp.frontend_puts and all(k.addr == "10.96.0.10" for k, _ in wp.frontend_puts)
+
+
+def test_min_sync_period_coalesces_events() -> None:
+    p, w, c = make()
+    synced(p, w)
+    n = len(w.plans)
+    c.t += 0.1
+    p.on_object("Service", "default/a", service("a", ip="10.96.0.1"))
+    p.on_object("Service", "default/b", service("b", ip="10.96.0.2"))
+    assert p.runner.tick() > 0 and len(w.plans) == n
+    c.t += 1
+    p.runner.tick()
+    assert len(w.plans) == n + 1 and len(w.plans[-1].frontend_puts) == 2
+
+
+def test_failure_then_full_resync_from_maps() -> None:
+    p, w, c = make()
+    p.on_object("Service", "default/web", service())
+    p.on_object("EndpointSlice", "default/web-abc", slice_())
+    synced(p, w)
+    assert w.reads == 1
+    c.t += 2
+    w.fail_next = True
+    p.on_object("Service", "default/api", service("api", ip="10.96.0.11"))
+    apply_and_track(p, w)
+    assert p.counters.failures == 1
+    c.t += 1.0  # retry_interval
+    p.runner.tick()
+    assert w.reads == 2 and p.counters.full_syncs == 2
+    assert p.applied is not None and p.applied.services() == {"default/web", "default/api"}
+
+
+def test_restart_reads_applied_and_writes_nothing_when_unchanged() -> None:
+    p, w, c = make()
+    p.on_object("Service", "default/web", service(sessionAffinity="ClientIP"))
+    p.on_object("EndpointSlice", "default/web-abc", slice_())
+    synced(p, w)
+    maps = w.state
+    # a new agent over the same maps
+    w2 = FakeWriter()
+    w2.state = maps
+    p2 = Proxier(w2, clock=c)
+    p2.on_object("Service", "default/web", service(sessionAffinity="ClientIP"))
+    p2.on_object("EndpointSlice", "default/web-abc", slice_())
+    p2.on_synced("Service")
+    p2.on_synced("EndpointSlice")
+    p2.runner.tick()
+    assert w2.reads == 1 and w2.plans == [] and p2.counters.syncs == 1
+    assert p2.applied == maps
+
+
+def test_periodic_full_resync_and_bad_objects_counted() -> None:
+    p, w, c = make()
+    synced(p, w)
+    p.on_object("Service", "default/bad", service("bad", ip="300.1.1.1"))
+    assert p.bad_objects == 1
+    c.t += 30
+    p.runner.tick()
+    assert p.counters.full_syncs == 2
