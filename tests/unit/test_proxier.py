@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from bpfproxy.controller.diff import WritePlan
 from bpfproxy.controller.plan import DatapathState, FrontendKey
 from bpfproxy.controller.proxier import Proxier
@@ -146,3 +148,35 @@ def test_periodic_full_resync_and_bad_objects_counted() -> None:
     c.t += 30
     p.runner.tick()
     assert p.counters.full_syncs == 2
+
+
+def test_threads_file_source_to_writer(tmp_path: Path) -> None:
+    import threading
+    import time
+
+    import yaml
+    from bpfproxy.controller.source_file import FileSource
+
+    (tmp_path / "a.yaml").write_text(yaml.safe_dump_all([service(), slice_()]))
+    w = FakeWriter()
+    p = Proxier(w, min_sync_period=0.05, max_sync_period=5.0)
+    stop = threading.Event()
+    threads = [threading.Thread(target=p.run, args=(stop,)),
+               threading.Thread(target=FileSource(str(tmp_path), p, poll_interval=0.05).run, args=(stop,))]
+    for t in threads:
+        t.start()
+    try:
+        deadline = time.monotonic() + 2
+        while not w.plans and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert w.plans and p.applied is not None and p.applied.services() == {"default/web"}
+        (tmp_path / "a.yaml").write_text(yaml.safe_dump_all([service(), slice_(endpoints=[])]))
+        deadline = time.monotonic() + 2
+        while len(w.plans) < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert len(w.plans) == 2 and w.plans[1].counts()["backend_deletes"] == 2
+    finally:
+        stop.set()
+        p.runner.run()
+        for t in threads:
+            t.join()
