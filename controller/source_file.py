@@ -156,7 +156,8 @@ class FileSource:
         for file in files:
             changed |= self._refresh(file)
         reported = self._emit() if changed or not self._synced else 0
-        if not self._synced:
+        # a missing PATH is never "synced": that would make the proxier delete every service
+        if not self._synced and os.path.exists(self.path):
             self._synced = True
             for kind in KINDS:
                 self.handler.on_synced(kind)

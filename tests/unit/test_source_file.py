@@ -145,3 +145,14 @@ def test_load_path(tmp_path: Path) -> None:
     write(tmp_path / "a.yaml", service("web"), slice_("web-1"))
     (tmp_path / "bad.yaml").write_text("{")
     assert sorted(load_path(str(tmp_path))) == [("EndpointSlice", "default/web-1"), ("Service", "default/web")]
+
+
+def test_missing_path_is_not_synced_until_it_appears(tmp_path: Path) -> None:
+    rec = Recorder()
+    src = FileSource(str(tmp_path / "later"), rec)
+    src.scan()
+    assert rec.synced == []
+    (tmp_path / "later").mkdir()
+    write(tmp_path / "later" / "a.yaml", service("web"))
+    src.scan()
+    assert rec.take() == [("Service", "default/web", True)] and len(rec.synced) == 3
