@@ -108,10 +108,10 @@ def diff(
     ordered = sorted(keys)
 
     for ident in sorted(backend_ids):
-        want, have = desired.backends.get(ident), applied.backends.get(ident)
-        if want is not None and want != have:
-            wp.backend_puts.append((ident, want))
-        elif want is None and have is not None:
+        want_be, have_be = desired.backends.get(ident), applied.backends.get(ident)
+        if want_be is not None and want_be != have_be:
+            wp.backend_puts.append((ident, want_be))
+        elif want_be is None and have_be is not None:
             wp.backend_deletes.append(ident)
 
     desired_ids = desired.svc_ids()

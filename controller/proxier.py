@@ -78,8 +78,11 @@ class Proxier:
         """Node objects by name, as the source gave them (for later use)"""
         self.counters = ProxierCounters()
         self.runner = BoundedFrequencyRunner(
-            self.sync, min_interval=min_sync_period, max_interval=max_sync_period,
-            retry_interval=retry_period, clock=self.clock,
+            self.sync,
+            min_interval=min_sync_period,
+            max_interval=max_sync_period,
+            retry_interval=retry_period,
+            clock=self.clock,
         )
         self._lock = threading.Lock()
         self._synced: set[str] = set()
@@ -88,6 +91,7 @@ class Proxier:
         self._need_read = True
         self._last_full = -float("inf")
         self._pending: set[str] = set()
+        self._orphans: set[tuple[str, str]] = set()
 
     # SourceHandler
 
@@ -155,6 +159,17 @@ class Proxier:
                 out.extend(translate_service(svc, self.slices.slices_for(key), self.node))
         return out
 
+    def _report_orphan_slices(self, keys: set[str]) -> None:
+        """Log once each EndpointSlice whose Service does not exist (it is ignored until it does)."""
+        for key in keys:
+            if key in self.services.services:
+                self._orphans -= {k for k in self._orphans if k[0] == key}
+                continue
+            for orphan in self.slices.slices_for(key):
+                if (key, orphan.key) not in self._orphans:
+                    self._orphans.add((key, orphan.key))
+                    log.warning("EndpointSlice %s ignored: its Service %s does not exist", orphan.key, key)
+
     def sync(self) -> bool:
         """One sync; False (after logging) when it failed and a full resync must follow."""
         with self._lock:
@@ -163,6 +178,7 @@ class Proxier:
                 return True
             start = self.clock.now()
             self._pending |= set(self.services.take_changes()) | self.slices.take_changes()
+            self._report_orphan_slices(self._pending)
             full = self._need_full or start - self._last_full >= self.max_sync_period
             try:
                 if self._need_read or self._applied is None:
@@ -199,6 +215,13 @@ class Proxier:
             self.counters.last_sync_seconds = duration
             self.counters.last_writes = wp.writes()
             nonzero = " ".join(f"{k}={v}" for k, v in wp.counts().items() if v)
-            log.info("sync done full=%s services=%d frontends=%d writes=%d duration_ms=%.1f %s",
-                     full, changed, len(desired.frontends), wp.writes(), duration * 1000, nonzero)
+            log.info(
+                "sync done full=%s services=%d frontends=%d writes=%d duration_ms=%.1f %s",
+                full,
+                changed,
+                len(desired.frontends),
+                wp.writes(),
+                duration * 1000,
+                nonzero,
+            )
             return True

@@ -93,8 +93,8 @@ class MapsWriter:
         for fkey, rest in slots.items():
             state.stray_slots |= {(fkey, s) for s in rest}
         state.addresses |= extra_addresses
-        for k, b in sorted(m.backend.items(), key=lambda kv: int(kv[0].value)):
-            ident = int(k.value)
+        for bkey, b in sorted(m.backend.items(), key=lambda kv: int(kv[0].value)):
+            ident = int(bkey.value)
             state.backend_id_alloc.reserve(ident)
             state.add_backend(ident, BackendEntry(be32_to_ip(b.addr), socket.ntohs(b.port), int(b.proto),
                                                   int(b.flags), int(b.svc_id)))

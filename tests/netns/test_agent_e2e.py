@@ -349,7 +349,9 @@ def _running(pid: int) -> bool:
 def test_zz_cleanup_removes_programs_and_pins_only(lab: Lab) -> None:
     """Point 7: `bpfproxy cleanup` removes every filter and pin of ours and leaves foreign ones."""
     dev = lab.pods["client"].host_dev
-    netns.sh(["tc", "filter", "add", "dev", dev, "ingress", "pref", "7", "u32", "match", "u32", "0", "0"], ns=lab.node_ns)
+    netns.sh(
+        ["tc", "filter", "add", "dev", dev, "ingress", "pref", "7", "u32", "match", "u32", "0", "0"], ns=lab.node_ns
+    )
     lab.stop_agent()
     lab.bpfproxy(["cleanup"])
     shown = netns.sh(["tc", "filter", "show", "dev", dev, "ingress"], ns=lab.node_ns)
