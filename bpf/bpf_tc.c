@@ -66,7 +66,7 @@ static __always_inline __u32 process_from_pod(struct __sk_buff *skb)
 	if (p.proto != IPPROTO_TCP && p.proto != IPPROTO_UDP)
 		return handle_other_from_pod(skb, &p);
 	if (p.frag == PKT_FRAG_LATER) {
-		now = bpf_ktime_get_ns();
+		now = bpx_now_ns();
 		if (!lookup_frag_ports(&p, now))
 			return is_service_addr(p.daddr) ? V_DROP_FRAG : V_PASS;
 	}
@@ -77,7 +77,7 @@ static __always_inline __u32 process_from_pod(struct __sk_buff *skb)
 		return reject_pkt(skb, &p);
 	}
 	if (!now)
-		now = bpf_ktime_get_ns();
+		now = bpx_now_ns();
 	if (p.frag == PKT_FRAG_FIRST)
 		record_frag(&p, now);
 	return forward_pkt(skb, &p, svc, now);
@@ -93,12 +93,12 @@ static __always_inline __u32 process_to_pod(struct __sk_buff *skb)
 	if (parse_pkt(skb, &p) != PARSE_OK || (p.proto != IPPROTO_TCP && p.proto != IPPROTO_UDP))
 		return V_PASS;
 	if (p.frag == PKT_FRAG_LATER) {
-		now = bpf_ktime_get_ns();
+		now = bpx_now_ns();
 		if (!lookup_frag_ports(&p, now))
 			return V_PASS;
 	}
 	if (!now)
-		now = bpf_ktime_get_ns();
+		now = bpx_now_ns();
 	e = lookup_ct(&p, CT_DIR_REPLY, now);
 	if (!e)
 		return V_PASS;
