@@ -29,9 +29,7 @@ def ns_prefix(ns: str | None) -> list[str]:
 
 def sh(argv: Sequence[str], *, ns: str | None = None, check: bool = True, timeout: float = 30) -> str:
     """Run argv (inside ns), return its stdout; raise with stderr on failure when check."""
-    proc = subprocess.run(
-        [*ns_prefix(ns), *argv], capture_output=True, text=True, timeout=timeout, check=False
-    )
+    proc = subprocess.run([*ns_prefix(ns), *argv], capture_output=True, text=True, timeout=timeout, check=False)
     if check and proc.returncode != 0:
         raise RuntimeError(f"{' '.join([*ns_prefix(ns), *argv])} failed ({proc.returncode}): {proc.stderr.strip()}")
     return proc.stdout
