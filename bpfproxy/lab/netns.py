@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import json
 import os
 import secrets
 import subprocess
@@ -45,6 +46,37 @@ def delete(name: str) -> None:
     """Delete namespace name if it exists (its veths go with it)."""
     if os.path.exists(os.path.join(NETNS_DIR, name)):
         sh(["ip", "netns", "del", name], check=False)
+
+
+#: the pods' gateway: a link-local address that exists only as a static neighbour entry in each pod
+POD_GATEWAY = "169.254.1.1"
+
+
+def link_mac(dev: str, ns: str) -> str:
+    """MAC address of a device inside a namespace."""
+    return str(json.loads(sh(["ip", "-j", "link", "show", "dev", dev], ns=ns))[0]["address"])
+
+
+def wire_pod(node_ns: str, pod_ns: str, *, host_dev: str, ip: str) -> tuple[str, str]:
+    """Create pod_ns wired to node_ns by a veth (host_dev in the node, eth0 in the pod), Calico style.
+
+    The pod gets ip/32 on eth0 and a default route through POD_GATEWAY, resolved by a static
+    neighbour entry to the host veth's MAC; the node gets a /32 route and a static neighbour entry
+    to the pod. Nothing is configured outside the two namespaces. Returns (pod MAC, host MAC).
+    """
+    create(pod_ns)
+    sh(["ip", "link", "add", host_dev, "type", "veth", "peer", "name", "eth0", "netns", pod_ns], ns=node_ns)
+    sh(["ip", "link", "set", host_dev, "up"], ns=node_ns)
+    sh(["ip", "link", "set", "eth0", "up"], ns=pod_ns)
+    sh(["ip", "addr", "add", f"{ip}/32", "dev", "eth0"], ns=pod_ns)
+    host_mac = link_mac(host_dev, node_ns)
+    pod_mac = link_mac("eth0", pod_ns)
+    sh(["ip", "route", "add", POD_GATEWAY, "dev", "eth0", "scope", "link"], ns=pod_ns)
+    sh(["ip", "route", "add", "default", "via", POD_GATEWAY, "dev", "eth0"], ns=pod_ns)
+    sh(["ip", "neigh", "replace", POD_GATEWAY, "lladdr", host_mac, "dev", "eth0", "nud", "permanent"], ns=pod_ns)
+    sh(["ip", "route", "add", f"{ip}/32", "dev", host_dev], ns=node_ns)
+    sh(["ip", "neigh", "replace", ip, "lladdr", pod_mac, "dev", host_dev, "nud", "permanent"], ns=node_ns)
+    return pod_mac, host_mac
 
 
 def exists(name: str) -> bool:

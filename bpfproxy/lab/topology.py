@@ -28,8 +28,6 @@ from bpfproxy.lab.client import Tally
 
 #: where every lab keeps its state, manifests and logs
 LAB_ROOT = Path("/run/bpfproxy-lab")
-#: gateway address every pod routes through (answered by a static neighbour entry)
-GATEWAY = "169.254.1.1"
 #: pod addresses are POD_NET.<10 + n>
 POD_NET = "10.244.1"
 #: the lab's pod CIDR (the agent's --cluster-cidr)
@@ -123,25 +121,7 @@ class Lab:
         )
         self.pods[name] = pod
         self.save()
-        peer = f"bpx{self.rid}q{index}"
-        netns.create(pod.ns)
-        netns.sh(
-            ["ip", "link", "add", pod.host_dev, "type", "veth", "peer", "name", peer, "netns", pod.ns], ns=self.node_ns
-        )
-        netns.sh(["ip", "link", "set", peer, "name", "eth0"], ns=pod.ns)
-        netns.sh(["ip", "link", "set", pod.host_dev, "up"], ns=self.node_ns)
-        netns.sh(["ip", "link", "set", "eth0", "up"], ns=pod.ns)
-        netns.sh(["ip", "addr", "add", f"{pod.ip}/32", "dev", "eth0"], ns=pod.ns)
-        netns.sh(["ip", "route", "add", GATEWAY, "dev", "eth0", "scope", "link"], ns=pod.ns)
-        netns.sh(["ip", "route", "add", "default", "via", GATEWAY, "dev", "eth0"], ns=pod.ns)
-        host_mac = _mac(pod.host_dev, self.node_ns)
-        pod_mac = _mac("eth0", pod.ns)
-        netns.sh(["ip", "neigh", "replace", GATEWAY, "lladdr", host_mac, "dev", "eth0", "nud", "permanent"], ns=pod.ns)
-        netns.sh(["ip", "route", "add", f"{pod.ip}/32", "dev", pod.host_dev], ns=self.node_ns)
-        netns.sh(
-            ["ip", "neigh", "replace", pod.ip, "lladdr", pod_mac, "dev", pod.host_dev, "nud", "permanent"],
-            ns=self.node_ns,
-        )
+        netns.wire_pod(self.node_ns, pod.ns, host_dev=pod.host_dev, ip=pod.ip)
         if server:
             pod.server_pid = self._spawn(
                 pod.ns,
@@ -281,11 +261,6 @@ class Lab:
                 return
             time.sleep(0.05)
         raise TimeoutError(f"server of pod {pod.name} did not start; see {self.dir / (pod.name + '.log')}")
-
-
-def _mac(dev: str, ns: str) -> str:
-    info = json.loads(netns.sh(["ip", "-j", "link", "show", dev], ns=ns))
-    return str(info[0]["address"])
 
 
 def _alive(pid: int) -> bool:

@@ -8,7 +8,6 @@ the node. No address, route or neighbor is ever added in the root namespace.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from collections.abc import Callable, Iterator
@@ -17,9 +16,6 @@ from dataclasses import dataclass
 import pytest
 
 from bpfproxy.lab import netns
-
-#: the pods' gateway (a link-local address that only exists as a static neighbor entry)
-POD_GATEWAY = "169.254.1.1"
 
 
 @dataclass(frozen=True)
@@ -52,25 +48,9 @@ class Node:
     """the run id in every name"""
 
 
-def link_mac(ifname: str, ns: str) -> str:
-    """MAC address of a device inside a namespace."""
-    return str(json.loads(netns.sh(["ip", "-j", "link", "show", "dev", ifname], ns=ns))[0]["address"])
-
-
 def add_pod(node_ns: str, pod_ns: str, *, host_ifname: str, ip: str) -> Pod:
     """Create pod namespace pod_ns wired to node_ns by a veth (host_ifname in the node, eth0 in the pod)."""
-    netns.create(pod_ns)
-    netns.sh(["ip", "link", "add", host_ifname, "type", "veth", "peer", "name", "eth0", "netns", pod_ns], ns=node_ns)
-    netns.sh(["ip", "link", "set", host_ifname, "up"], ns=node_ns)
-    netns.sh(["ip", "link", "set", "eth0", "up"], ns=pod_ns)
-    netns.sh(["ip", "addr", "add", f"{ip}/32", "dev", "eth0"], ns=pod_ns)
-    host_mac = link_mac(host_ifname, node_ns)
-    mac = link_mac("eth0", pod_ns)
-    netns.sh(["ip", "route", "add", POD_GATEWAY, "dev", "eth0", "scope", "link"], ns=pod_ns)
-    netns.sh(["ip", "route", "add", "default", "via", POD_GATEWAY, "dev", "eth0"], ns=pod_ns)
-    netns.sh(["ip", "neigh", "replace", POD_GATEWAY, "lladdr", host_mac, "dev", "eth0", "nud", "permanent"], ns=pod_ns)
-    netns.sh(["ip", "route", "add", f"{ip}/32", "dev", host_ifname], ns=node_ns)
-    netns.sh(["ip", "neigh", "replace", ip, "lladdr", mac, "dev", host_ifname, "nud", "permanent"], ns=node_ns)
+    mac, host_mac = netns.wire_pod(node_ns, pod_ns, host_dev=host_ifname, ip=ip)
     return Pod(pod_ns, ip, "eth0", host_ifname, mac, host_mac)
 
 
