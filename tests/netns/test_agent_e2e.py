@@ -159,13 +159,15 @@ def test_established_tcp_connection_keeps_its_backend_across_changes_and_restart
         backend = ask()
         others = tuple(b for b in BACKENDS if b != backend)
         write_web(web, (backend, others[0]))  # another backend goes away: ours stays
-        time.sleep(0.5)
+        wait_until(lambda: len(frontend_backends(web, f"{WEB_IP}:80/TCP")) == 2, what="backend removed from maps")
         assert ask() == backend
         offset = web.agent_log_size()
         web.stop_agent()
         assert ask() == backend  # agent down: datapath keeps forwarding
         web.start_agent()
         web.wait_agent_ready(since=offset)
+        first_sync = next(line for line in web.agent_log.read_text()[offset:].splitlines() if "sync done" in line)
+        assert " writes=0 " in first_sync, first_sync  # the restart read the maps as applied: nothing rewritten
         assert ask() == backend  # restarted agent broke nothing
         assert [ask() for _ in range(5)] == [backend] * 5
     finally:
