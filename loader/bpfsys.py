@@ -11,6 +11,7 @@ from __future__ import annotations
 import ctypes as ct
 import errno
 import os
+from dataclasses import dataclass
 from functools import cache
 
 _NR_BPF = 321  # x86_64
@@ -157,6 +158,71 @@ def map_info(fd: int) -> MapInfo:
     attr = _InfoAttr(bpf_fd=fd, info_len=ct.sizeof(info), info=ct.addressof(info))
     bpf(BPF_OBJ_GET_INFO_BY_FD, attr, f"map info of fd {fd}")
     return info
+
+
+class ProgInfo(ct.Structure):
+    """struct bpf_prog_info, up to the run statistics."""
+
+    _fields_ = [
+        ("type", ct.c_uint32),
+        ("id", ct.c_uint32),
+        ("tag", ct.c_uint8 * 8),
+        ("jited_prog_len", ct.c_uint32),
+        ("xlated_prog_len", ct.c_uint32),
+        ("jited_prog_insns", ct.c_uint64),
+        ("xlated_prog_insns", ct.c_uint64),
+        ("load_time", ct.c_uint64),
+        ("created_by_uid", ct.c_uint32),
+        ("nr_map_ids", ct.c_uint32),
+        ("map_ids", ct.c_uint64),
+        ("name", ct.c_char * 16),
+        ("ifindex", ct.c_uint32),
+        ("flags", ct.c_uint32),
+        ("netns_dev", ct.c_uint64),
+        ("netns_ino", ct.c_uint64),
+        ("nr_jited_ksyms", ct.c_uint32),
+        ("nr_jited_func_lens", ct.c_uint32),
+        ("jited_ksyms", ct.c_uint64),
+        ("jited_func_lens", ct.c_uint64),
+        ("btf_id", ct.c_uint32),
+        ("func_info_rec_size", ct.c_uint32),
+        ("func_info", ct.c_uint64),
+        ("nr_func_info", ct.c_uint32),
+        ("nr_line_info", ct.c_uint32),
+        ("line_info", ct.c_uint64),
+        ("jited_line_info", ct.c_uint64),
+        ("nr_jited_line_info", ct.c_uint32),
+        ("line_info_rec_size", ct.c_uint32),
+        ("jited_line_info_rec_size", ct.c_uint32),
+        ("nr_prog_tags", ct.c_uint32),
+        ("prog_tags", ct.c_uint64),
+        ("run_time_ns", ct.c_uint64),
+        ("run_cnt", ct.c_uint64),
+    ]
+
+
+@dataclass(frozen=True)
+class ProgSummary:
+    """What the kernel says about one loaded program."""
+
+    prog_id: int
+    """kernel program id"""
+    name: str
+    """program name (truncated to 15 characters by the kernel)"""
+    map_ids: tuple[int, ...]
+    """ids of the maps the program uses"""
+    run_cnt: int
+    """runs counted while BPF statistics were enabled"""
+
+
+def prog_info(prog_fd: int) -> ProgSummary:
+    """Id, name, used maps and run count of the program behind prog_fd."""
+    ids = (ct.c_uint32 * 64)()
+    info = ProgInfo(nr_map_ids=len(ids), map_ids=ct.addressof(ids))
+    attr = _InfoAttr(bpf_fd=prog_fd, info_len=ct.sizeof(info), info=ct.addressof(info))
+    bpf(BPF_OBJ_GET_INFO_BY_FD, attr, f"program info of fd {prog_fd}")
+    n = min(int(info.nr_map_ids), len(ids))
+    return ProgSummary(int(info.id), info.name.decode(), tuple(ids[:n]), int(info.run_cnt))
 
 
 @cache

@@ -5,9 +5,8 @@ from __future__ import annotations
 import ctypes as ct
 
 import pytest
-
 from bpfproxy.loader import bpfsys
-from bpfproxy.loader.build import DatapathSettings, check_pinned_shapes, cflags
+from bpfproxy.loader.build import DatapathSettings, cflags, check_pinned_shapes
 from bpfproxy.loader.maps import SVC, MapShapeError, check_shape
 
 

@@ -26,7 +26,6 @@ from bpfproxy.loader.attach import (
     detach,
     filters,
     list_attached,
-    prog_info,
 )
 from bpfproxy.loader.build import PROG_FROM_POD, PROG_TO_POD
 from bpfproxy.loader.cleanup import any_attached, cleanup
@@ -87,7 +86,7 @@ def test_attach_shows_in_tc_and_reattach_replaces_in_place(datapath, node: Node)
     assert len(our_lines(ingress)) == 1 and "from_pod" in our_lines(ingress)[0], ingress
     assert len(our_lines(egress)) == 1 and "to_pod" in our_lines(egress)[0], egress
     assert "direct-action" in our_lines(ingress)[0]
-    assert first.prog_id == prog_info(fds[PROG_FROM_POD]).prog_id
+    assert first.prog_id == bpfsys.prog_info(fds[PROG_FROM_POD]).prog_id
     assert f"id {first.prog_id} " in our_lines(ingress)[0]
 
     with in_netns(node.ns):
@@ -97,7 +96,7 @@ def test_attach_shows_in_tc_and_reattach_replaces_in_place(datapath, node: Node)
         listed = sorted((a.ifname, a.direction, a.name) for a in list_attached())
         hook = filters(dev, "ingress")
     assert again.prog_id is not None and first.prog_id is not None and again.prog_id >= first.prog_id
-    assert swapped.prog_id == prog_info(fds[PROG_TO_POD]).prog_id
+    assert swapped.prog_id == bpfsys.prog_info(fds[PROG_TO_POD]).prog_id
     assert [f.name for f in hook if f.ours] == [PROG_TO_POD]
     assert len(our_lines(tc_show(node, dev, "ingress"))) == 1
     assert listed == [(dev, "egress", PROG_TO_POD), (dev, "ingress", PROG_TO_POD)]
@@ -204,16 +203,16 @@ def test_traffic_goes_through_the_attached_programs(datapath, maps, node: Node, 
         for pod in node.pods:
             attacher.attach_pod_device(pod.host_ifname)
     assert sorted(attacher.attached()) == [pod0.host_ifname, pod1.host_ifname]
-    runs_before = {p: prog_info(fds[p]).run_cnt for p in (PROG_FROM_POD, PROG_TO_POD)}
+    runs_before = {p: bpfsys.prog_info(fds[p]).run_cnt for p in (PROG_FROM_POD, PROG_TO_POD)}
     pass_before = sum(c.packets for c in maps.verdict.get_percpu(ct.c_uint32(Verdict.PASS)))
 
     assert udp_round_trips(pod0, pod1, count=3) == 3
 
-    runs = {p: prog_info(fds[p]).run_cnt - runs_before[p] for p in (PROG_FROM_POD, PROG_TO_POD)}
+    runs = {p: bpfsys.prog_info(fds[p]).run_cnt - runs_before[p] for p in (PROG_FROM_POD, PROG_TO_POD)}
     # 3 requests + 3 replies leave a pod (from_pod) and enter one (to_pod)
     assert runs[PROG_FROM_POD] >= 6 and runs[PROG_TO_POD] >= 6, runs
     verdict_map_id = bpfsys.map_info(maps.verdict.fd).id
-    if verdict_map_id in prog_info(fds[PROG_FROM_POD]).map_ids:
+    if verdict_map_id in bpfsys.prog_info(fds[PROG_FROM_POD]).map_ids:
         passed = sum(c.packets for c in maps.verdict.get_percpu(ct.c_uint32(Verdict.PASS))) - pass_before
         assert passed >= 6, passed
     # (the placeholder datapath counts no verdicts; the run counts above prove the path either way)
