@@ -7,16 +7,15 @@ the pinned maps by path (no compile, no agent needed) and print what the datapat
 from __future__ import annotations
 
 import ctypes as ct
-import ipaddress
 import socket
 import time
 from dataclasses import dataclass, field
 
+from bpfproxy.controller.sync import MapsWriter, be32_to_ip
 from bpfproxy.loader.maps import DatapathMaps
 from bpfproxy.loader.structs import (
     BE_F_TERMINATING,
     CT_DIR_REPLY,
-    SVC_F_ADDR,
     SVC_F_AFFINITY,
     SVC_F_DROP_NO_EP,
     Verdict,
@@ -25,14 +24,9 @@ from bpfproxy.loader.structs import (
 PROTO_NAMES = {6: "TCP", 17: "UDP", 132: "SCTP", 1: "ICMP"}
 
 
-def ip(addr_be: int) -> str:
-    """Dotted quad of an address stored in network order in a host integer."""
-    return str(ipaddress.IPv4Address(socket.ntohl(addr_be)))
-
-
-def port(port_be: int) -> int:
-    """Host-order port of one stored in network order."""
-    return socket.ntohs(port_be)
+def _endpoint(addr_be: int, port_be: int) -> str:
+    """IP:port of an address and port stored in network order."""
+    return f"{be32_to_ip(addr_be)}:{socket.ntohs(port_be)}"
 
 
 @dataclass
@@ -72,38 +66,28 @@ class FrontendRow:
 
 
 def frontends(maps: DatapathMaps) -> list[FrontendRow]:
-    """Every frontend with its backends and per-service counters, sorted by name."""
-    masters = []
-    slots: dict[tuple[int, int, int, int], dict[int, int]] = {}
-    for key, val in maps.svc.items():
-        ident = (key.addr, key.port, key.proto, key.scope)
-        if key.slot == 0 and not val.flags & SVC_F_ADDR:
-            masters.append((key, val))
-        elif key.slot:
-            slots.setdefault(ident, {})[key.slot] = val.backend_id
-    backends = {key.value: be for key, be in maps.backend.items()}
+    """Every frontend with its backends and per-service counters, sorted by name.
+
+    The frontends and backends are read exactly as a restarting agent reads them (read_applied).
+    """
+    state = MapsWriter(maps).read_applied()
     rows = []
-    for key, val in masters:
-        name_val = maps.svcname.get(ct.c_uint32(val.svc_id))
-        proto = PROTO_NAMES.get(key.proto, str(key.proto))
+    for key, entry in state.frontends.items():
         row = FrontendRow(
-            name=name_val.name.decode() if name_val else f"svc-{val.svc_id}",
-            frontend=f"{ip(key.addr)}:{port(key.port)}/{proto}",
-            svc_id=val.svc_id,
+            name=entry.name,
+            frontend=f"{key.addr}:{key.port}/{PROTO_NAMES.get(key.proto, str(key.proto))}",
+            svc_id=entry.svc_id,
             scope="internal" if key.scope else "external",
-            affinity_timeout=val.affinity_timeout if val.flags & SVC_F_AFFINITY else 0,
-            no_endpoints="drop" if val.flags & SVC_F_DROP_NO_EP else "reject",
+            affinity_timeout=entry.affinity_timeout if entry.flags & SVC_F_AFFINITY else 0,
+            no_endpoints="drop" if entry.flags & SVC_F_DROP_NO_EP else "reject",
         )
-        in_slots = slots.get((key.addr, key.port, key.proto, key.scope), {})
-        for slot in range(1, val.count + 1):
-            bid = in_slots.get(slot, 0)
-            be = backends.get(bid) if bid else None
-            address = f"{ip(be.addr)}:{port(be.port)}" if be else "(missing)"
-            row.backends.append(BackendRow(bid, address, bool(be and be.flags & BE_F_TERMINATING)))
-        for bid, be in backends.items():
-            if be.svc_id == val.svc_id and be.flags & BE_F_TERMINATING:
-                row.backends.append(BackendRow(bid, f"{ip(be.addr)}:{port(be.port)}", True))
-        for stat in maps.svcstat.get_percpu(ct.c_uint32(val.svc_id)):
+        for bid in entry.backend_ids:
+            be = state.backends.get(bid)
+            row.backends.append(BackendRow(bid, f"{be.addr}:{be.port}" if be else "(missing)", False))
+        for bid, be in sorted(state.backends.items()):
+            if be.svc_id == entry.svc_id and be.flags & BE_F_TERMINATING:
+                row.backends.append(BackendRow(bid, f"{be.addr}:{be.port}", True))
+        for stat in maps.svcstat.get_percpu(ct.c_uint32(entry.svc_id)):
             row.packets += stat.packets
             row.bytes += stat.bytes
         rows.append(row)
@@ -143,9 +127,9 @@ def conntrack(maps: DatapathMaps) -> list[ConntrackRow]:
             ConntrackRow(
                 direction="reply" if key.dir == CT_DIR_REPLY else "forward",
                 proto=PROTO_NAMES.get(key.proto, str(key.proto)),
-                source=f"{ip(key.saddr)}:{port(key.sport)}",
-                destination=f"{ip(key.daddr)}:{port(key.dport)}",
-                nat=f"{ip(val.nat_addr)}:{port(val.nat_port)}",
+                source=_endpoint(key.saddr, key.sport),
+                destination=_endpoint(key.daddr, key.dport),
+                nat=_endpoint(val.nat_addr, val.nat_port),
                 backend_id=val.backend_id,
                 svc_id=val.svc_id,
                 expires_in=round((val.expires - now) / 1e9, 1),
