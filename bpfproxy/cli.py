@@ -10,6 +10,7 @@ import argparse
 import errno
 import json
 import logging
+import os
 import sys
 from dataclasses import asdict
 from typing import Any
@@ -151,7 +152,11 @@ def cmd_plan(args: argparse.Namespace) -> int:
     from bpfproxy.controller.snapshot import plan_json
     from bpfproxy.controller.translate import NodeConfig
 
-    state = plan_json(_source_path(args.source), NodeConfig(node_name=args.node_name))
+    path = _source_path(args.source)
+    if not os.path.exists(path):
+        print(f"bpfproxy plan: --source {args.source}: no such file or directory", file=sys.stderr)
+        return 1
+    state = plan_json(path, NodeConfig(node_name=args.node_name))
     print(json.dumps(state, indent=1, sort_keys=True))
     return 0
 
