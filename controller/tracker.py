@@ -11,9 +11,9 @@ service keys ("ns/name") to re-sync to the proxier and starts a new round.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from bpfproxy.controller.model import (
     BadObject,
@@ -36,14 +36,38 @@ class ServiceChange:
     """the valid object now (None: deleted)"""
 
 
-class ServiceChangeTracker:
+class _BadObject:
+    """Marker returned for an object that did not parse (already logged and counted)."""
+
+
+_BAD = _BadObject()
+T = TypeVar("T")
+
+
+class _ParsingTracker:
+    """What both trackers share: parsing an event's object, counting and logging bad ones."""
+
+    def __init__(self) -> None:
+        self.bad_objects: int = 0
+        """objects skipped because they did not parse (cumulative)"""
+
+    def _parse(self, parse: Callable[[Mapping[str, Any]], T], obj: Mapping[str, Any], *, known: bool) -> T | _BadObject:
+        """parse(obj), or _BAD after one log line naming the object (a known one keeps its last valid version)."""
+        try:
+            return parse(obj)
+        except BadObject as e:
+            self.bad_objects += 1
+            log.error("bad object: %s; %s", e, "keeping the last valid version" if known else "skipped")
+            return _BAD
+
+
+class ServiceChangeTracker(_ParsingTracker):
     """Current valid Services and the changes pending for the next sync."""
 
     def __init__(self) -> None:
+        super().__init__()
         self._services: dict[str, Service] = {}
         self._changes: dict[str, ServiceChange] = {}
-        self.bad_objects: int = 0
-        """objects skipped because they did not parse (cumulative)"""
 
     @property
     def services(self) -> Mapping[str, Service]:
@@ -52,16 +76,9 @@ class ServiceChangeTracker:
 
     def update(self, key: str, obj: Mapping[str, Any] | None) -> bool:
         """Record the new state of Service `key` (None = deleted); True when a change is pending for it."""
-        if obj is None:
-            current = None
-        else:
-            try:
-                current = parse_service(obj)
-            except BadObject as e:
-                self.bad_objects += 1
-                kept = "keeping the last valid version" if key in self._services else "skipped"
-                log.error("bad object: %s; %s", e, kept)
-                return key in self._changes
+        current = None if obj is None else self._parse(parse_service, obj, known=key in self._services)
+        if isinstance(current, _BadObject):
+            return key in self._changes
         previous = self._services.get(key)
         change = self._changes.get(key)
         if change is None:
@@ -89,15 +106,14 @@ class ServiceChangeTracker:
         return changes
 
 
-class EndpointSliceChangeTracker:
+class EndpointSliceChangeTracker(_ParsingTracker):
     """Current valid EndpointSlices by slice and by service, and the services pending a sync."""
 
     def __init__(self) -> None:
+        super().__init__()
         self._slices: dict[str, EndpointSlice] = {}
         self._by_service: dict[str, dict[str, EndpointSlice]] = {}
         self._previous: dict[str, dict[str, EndpointSlice]] = {}
-        self.bad_objects: int = 0
-        """objects skipped because they did not parse (cumulative)"""
 
     def slices_for(self, service_key: str) -> list[EndpointSlice]:
         """The valid slices of a service, ordered by slice name."""
@@ -114,15 +130,9 @@ class EndpointSliceChangeTracker:
 
     def update(self, key: str, obj: Mapping[str, Any] | None) -> bool:
         """Record the new state of slice `key` (None = deleted); True when a service now has a pending change."""
-        new: EndpointSlice | None = None
-        if obj is not None:
-            try:
-                new = parse_endpoint_slice(obj)
-            except BadObject as e:
-                self.bad_objects += 1
-                kept = "keeping the last valid version" if key in self._slices else "skipped"
-                log.error("bad object: %s; %s", e, kept)
-                return False
+        new = None if obj is None else self._parse(parse_endpoint_slice, obj, known=key in self._slices)
+        if isinstance(new, _BadObject):
+            return False
         old = self._slices.get(key)
         if old == new:
             return False
