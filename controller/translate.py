@@ -36,6 +36,12 @@ class NodeConfig:
     """this node's addresses (NodePort frontends, source classification)"""
     cluster_cidrs: tuple[str, ...] = ()
     """pod CIDRs of the cluster: a source inside is a pod"""
+    zone: str = ""
+    """this node's topology.kubernetes.io/zone label ("" unknown: no zone hints match)"""
+    service_cidrs: tuple[str, ...] = ()
+    """--service-cidr: an address inside that no service owns is dropped"""
+    nodeport_addresses: tuple[str, ...] = ()
+    """--nodeport-addresses CIDRs: node IPs inside answer NodePorts (empty: every node IP)"""
 
 
 class BackendRef(NamedTuple):
@@ -73,6 +79,8 @@ class Frontend:
     """ClientIP session affinity timeout in seconds, 0 = no affinity"""
     drop_no_ep: bool
     """drop (rather than reject) traffic when no backend is usable"""
+    kind: str = "ClusterIP"
+    """ "ClusterIP", "NodePort", "ExternalIP" or "LoadBalancer": which address of the service this is"""
 
 
 def frontend_name(service: str, port: ServicePort) -> str:
@@ -116,6 +124,11 @@ def port_backends(port: ServicePort, slices: Iterable[EndpointSlice]) -> tuple[B
                 found[key] = found.get(key, True) and terminating
     refs = [BackendRef(addr, number, term) for (addr, number), term in found.items()]
     return tuple(sorted(refs, key=_ip_key))
+
+
+def programmed_frontends(svc: Service, slices: Iterable[EndpointSlice], node: NodeConfig) -> list[Frontend]:
+    """The frontends of one Service the datapath implements now (ClusterIP ones): what the proxier programs."""
+    return [f for f in translate_service(svc, slices, node) if f.kind == "ClusterIP"]
 
 
 def translate_service(svc: Service, slices: Iterable[EndpointSlice], node: NodeConfig) -> list[Frontend]:
