@@ -46,3 +46,15 @@ def object_key(obj: dict[str, Any]) -> str | None:
     if obj.get("kind") == KIND_NODE:
         return str(meta["name"])
     return f"{meta.get('namespace') or 'default'}/{meta['name']}"
+
+
+def parse_source_spec(spec: str) -> tuple[str, str]:
+    """The `--source` value as ("file", PATH) or ("kube", ""); ValueError with the accepted forms otherwise."""
+    if spec.startswith("file:"):
+        path = spec[len("file:") :]
+        if not path:
+            raise ValueError(f"--source {spec!r}: file: needs a path (file:PATH)")
+        return ("file", path)
+    if spec == "kube":
+        return ("kube", "")
+    raise ValueError(f"--source {spec!r}: expected file:PATH (a YAML file or directory) or kube (the Kubernetes API)")

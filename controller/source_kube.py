@@ -1,0 +1,441 @@
+"""The cluster source: Services, EndpointSlices and this node's Node from the Kubernetes API (list + watch).
+
+Place in the data flow: the first stage on a real node. `KubeSource` lists each kind (paginated),
+reports every object to a `SourceHandler` and announces `on_synced`, then watches from the list's
+resourceVersion with bookmarks on, forever: a watch the server ends (its timeout) is resumed at
+once from the last resourceVersion seen; a 410 Gone (HTTP status or in-stream ERROR event) lists
+again and reports the objects that vanished meanwhile as deletions; any other error backs off
+(1, 1, 2, 3, 5, 8, 10 … s) and resumes from the last resourceVersion. Objects are handed on as
+the plain camelCase dicts of the wire (kind and apiVersion set, as in YAML): the official
+`kubernetes` client does the HTTP, its model classes are never built (they cost ~50x the parse).
+Only key -> resourceVersion is remembered per kind.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from bpfproxy.controller.source import (
+    API_VERSIONS,
+    KIND_ENDPOINT_SLICE,
+    KIND_NODE,
+    KIND_SERVICE,
+    SourceHandler,
+    object_key,
+)
+
+log = logging.getLogger(__name__)
+
+#: the objects a service proxy must ignore, exactly as kube-proxy selects them
+PROXY_LABEL_SELECTOR = "!service.kubernetes.io/service-proxy-name,!service.kubernetes.io/headless"
+
+#: seconds to wait before reconnecting after the n-th consecutive failure (the last one repeats)
+DEFAULT_BACKOFF: tuple[float, ...] = (1.0, 1.0, 2.0, 3.0, 5.0, 8.0, 10.0)
+
+#: objects per list page
+DEFAULT_PAGE_SIZE = 1000
+
+
+class Gone(Exception):
+    """410 Gone: the resourceVersion is too old (compacted); a fresh list is needed."""
+
+
+class WatchError(Exception):
+    """A watch failed in a way that is retried after a back-off (reason in the message)."""
+
+
+@dataclass(frozen=True)
+class KindSpec:
+    """How one kind is listed and watched."""
+
+    kind: str
+    """KIND_SERVICE, KIND_ENDPOINT_SLICE or KIND_NODE"""
+    label_selector: str
+    """labelSelector of list and watch ("" = none)"""
+    field_selector: str
+    """fieldSelector of list and watch ("" = none)"""
+
+
+def kind_specs(node_name: str) -> list[KindSpec]:
+    """The kinds a proxy watches: Services and EndpointSlices always, the Node only when node_name is set."""
+    specs = [
+        KindSpec(KIND_SERVICE, PROXY_LABEL_SELECTOR, ""),
+        KindSpec(KIND_ENDPOINT_SLICE, PROXY_LABEL_SELECTOR, ""),
+    ]
+    if node_name:
+        specs.append(KindSpec(KIND_NODE, "", f"metadata.name={node_name}"))
+    return specs
+
+
+def new_api_client(kubeconfig: str | None) -> Any:
+    """An ApiClient for a kubeconfig file, or for the in-cluster service account when kubeconfig is None."""
+    from kubernetes import client, config
+
+    if kubeconfig is None:
+        cfg = client.Configuration()
+        config.load_incluster_config(client_configuration=cfg)  # type: ignore[no-untyped-call]
+        return client.ApiClient(cfg)
+    return config.new_client_from_config(config_file=kubeconfig)  # type: ignore[no-untyped-call]
+
+
+class _Api:
+    """The list/watch calls of the kubernetes client, returning raw urllib3 responses."""
+
+    def __init__(self, api_client: Any) -> None:
+        from kubernetes import client
+
+        self.api_client = api_client
+        core = client.CoreV1Api(api_client)
+        discovery = client.DiscoveryV1Api(api_client)
+        self.calls: dict[str, Callable[..., Any]] = {
+            KIND_SERVICE: core.list_service_for_all_namespaces,
+            KIND_ENDPOINT_SLICE: discovery.list_endpoint_slice_for_all_namespaces,
+            KIND_NODE: core.list_node,
+        }
+
+    def call(self, spec: KindSpec, timeout: tuple[float, float], **params: Any) -> Any:
+        """GET the collection of spec.kind with params; raises Gone on 410, WatchError on any other failure."""
+        from kubernetes.client.exceptions import ApiException
+
+        if spec.label_selector:
+            params["label_selector"] = spec.label_selector
+        if spec.field_selector:
+            params["field_selector"] = spec.field_selector
+        try:
+            return self.calls[spec.kind](_preload_content=False, _request_timeout=timeout, **params)
+        except ApiException as e:
+            if e.status == 410:
+                raise Gone(f"HTTP 410 {_status_message(e.body)}") from None
+            raise WatchError(f"HTTP {e.status} {_status_message(e.body)}") from None
+        except Exception as e:  # urllib3: refused, reset, timeouts
+            raise WatchError(f"{type(e).__name__}: {e}") from None
+
+
+def _status_message(body: Any) -> str:
+    if isinstance(body, bytes):
+        body = body.decode("utf-8", "replace")
+    try:
+        status = json.loads(body) if isinstance(body, str) and body else {}
+    except ValueError:
+        return str(body)[:200]
+    return str(status.get("message") or status.get("reason") or "") if isinstance(status, dict) else ""
+
+
+def _read_lines(resp: Any, stop: threading.Event) -> Iterator[bytes]:
+    """The newline-delimited lines of a watch response as they arrive; ends with the stream."""
+    pending = b""
+    for chunk in resp.stream(amt=None, decode_content=False):
+        if stop.is_set():
+            return
+        pending += chunk
+        if b"\n" not in pending:
+            continue
+        *lines, pending = pending.split(b"\n")
+        for line in lines:
+            if line.strip():
+                yield line
+    if pending.strip():
+        yield pending
+
+
+def _abort(resp: Any) -> None:
+    """Wake a thread blocked reading resp and close it (from another thread)."""
+    try:
+        shutdown = getattr(resp, "shutdown", None)
+        if shutdown is not None:  # urllib3 >= 2.3
+            shutdown()
+        else:
+            sock = getattr(getattr(resp, "connection", None), "sock", None)
+            if sock is not None:
+                import socket
+
+                sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+    try:
+        resp.release_conn()
+        resp.close()
+    except Exception:  # best effort: the thread is going away
+        pass
+
+
+class _KindWatcher:
+    """List + watch of one kind; reports to the handler under the source's lock."""
+
+    def __init__(self, source: KubeSource, spec: KindSpec) -> None:
+        self.source = source
+        self.spec = spec
+        self.api_version = API_VERSIONS[spec.kind]
+        self.known: dict[str, str] = {}
+        """key -> resourceVersion of every object reported and not deleted"""
+        self.rv = ""
+        """resourceVersion to watch from (last list, event or bookmark)"""
+        self.synced = False
+        self.failures = 0
+        self.current: Any = None
+        """the open watch response (closed from stop())"""
+        self.counters = {"lists": 0, "relists": 0, "watches": 0, "events": 0, "bookmarks": 0, "errors": 0}
+
+    # the loop
+
+    def run(self, stop: threading.Event) -> None:
+        need_list = True
+        while not stop.is_set():
+            try:
+                if need_list:
+                    self.list_all(stop)
+                    need_list = False
+                    if stop.is_set():
+                        return
+                self.watch(stop)
+                self.failures = 0
+            except Gone as e:
+                log.info("relist after 410 kind=%s rv=%s reason=%s", self.spec.kind, self.rv, e)
+                self.counters["relists"] += 1
+                need_list = True
+            except WatchError as e:
+                if stop.is_set():
+                    return
+                self.counters["errors"] += 1
+                delay = self.source.backoff[min(self.failures, len(self.source.backoff) - 1)]
+                self.failures += 1
+                log.warning(
+                    "watch reconnect kind=%s reason=%s rv=%s attempt=%d backoff_seconds=%.1f relist=%s",
+                    self.spec.kind, e, self.rv, self.failures, delay, need_list,
+                )  # fmt: skip
+                stop.wait(delay)
+
+    # list
+
+    def list_all(self, stop: threading.Event) -> None:
+        """List every page, report new and changed objects, then the ones gone since the last list."""
+        started = time.monotonic()
+        seen: dict[str, str] = {}
+        token = ""
+        rv = ""
+        while True:
+            params: dict[str, Any] = {"limit": self.source.page_size}
+            if token:
+                params["_continue"] = token
+            try:
+                resp = self.source.api.call(self.spec, self.source.list_timeout, **params)
+            except Gone as e:
+                if not token:
+                    raise WatchError(f"list answered 410 without a continue token: {e}") from None
+                log.info("list restarted: continue token expired kind=%s", self.spec.kind)
+                token, rv = "", ""
+                seen.clear()
+                continue
+            try:
+                body = json.loads(resp.data)
+            except ValueError as e:
+                raise WatchError(f"list response is not JSON: {e}") from None
+            finally:
+                resp.release_conn()
+            if stop.is_set():
+                return
+            if body.get("kind") == "Status":
+                code = body.get("code")
+                if code == 410 and token:  # continue token expired: start the list over
+                    token, rv = "", ""
+                    seen.clear()
+                    continue
+                raise WatchError(f"list Status code={code} {body.get('message', '')}")
+            self._report_items(body.get("items") or (), seen)
+            meta = body.get("metadata") or {}
+            token = meta.get("continue") or ""
+            rv = rv or str(meta.get("resourceVersion") or "")
+            if not token:
+                rv = str(meta.get("resourceVersion") or rv)
+                break
+        gone = [key for key in self.known if key not in seen]
+        with self.source.lock:
+            for key in gone:
+                self.source.handler.on_object(self.spec.kind, key, None)
+        self.known = seen
+        self.rv = rv
+        self.counters["lists"] += 1
+        log.info(
+            "list done kind=%s objects=%d deleted=%d rv=%s seconds=%.3f",
+            self.spec.kind, len(seen), len(gone), rv, time.monotonic() - started,
+        )  # fmt: skip
+        if not self.synced:
+            self.synced = True
+            with self.source.lock:
+                self.source.handler.on_synced(self.spec.kind)
+
+    def _report_items(self, items: Any, seen: dict[str, str]) -> None:
+        kind, api_version, known = self.spec.kind, self.api_version, self.known
+        handler = self.source.handler
+        with self.source.lock:
+            for obj in items:
+                if not isinstance(obj, dict):
+                    continue
+                obj["kind"] = kind
+                obj["apiVersion"] = api_version
+                key = object_key(obj)
+                if key is None:
+                    log.error("skipping listed object without metadata.name kind=%s", kind)
+                    continue
+                rv = str(obj["metadata"].get("resourceVersion") or "")
+                seen[key] = rv
+                if rv and known.get(key) == rv:
+                    continue
+                handler.on_object(kind, key, obj)
+
+    # watch
+
+    def watch(self, stop: threading.Event) -> None:
+        """One watch request from self.rv until the server ends it; raises Gone or WatchError."""
+        server_timeout = self.source.server_timeout
+        resp = self.source.api.call(
+            self.spec,
+            (self.source.connect_timeout, server_timeout + self.source.read_slack),
+            watch=True,
+            allow_watch_bookmarks=True,
+            resource_version=self.rv,
+            timeout_seconds=server_timeout,
+        )
+        self.counters["watches"] += 1
+        self.current = resp
+        try:
+            if stop.is_set():
+                return
+            for line in _read_lines(resp, stop):
+                self._event(line)
+                self.failures = 0
+                if stop.is_set():
+                    return
+        except (Gone, WatchError):
+            raise
+        except Exception as e:  # urllib3: reset, read timeout, broken chunking
+            if stop.is_set():
+                return
+            raise WatchError(f"{type(e).__name__}: {e}") from None
+        finally:
+            self.current = None
+            _abort(resp)
+        log.debug("watch ended by the server kind=%s rv=%s", self.spec.kind, self.rv)
+
+    def _event(self, line: bytes) -> None:
+        try:
+            event = json.loads(line)
+            etype = event["type"]
+            obj = event["object"]
+        except (ValueError, KeyError, TypeError) as e:
+            raise WatchError(f"undecodable watch event: {e}") from None
+        if etype == "ERROR":
+            code = obj.get("code") if isinstance(obj, dict) else None
+            message = obj.get("message", "") if isinstance(obj, dict) else ""
+            if code == 410:
+                raise Gone(f"ERROR event 410 {message}")
+            raise WatchError(f"ERROR event code={code} {message}")
+        meta = obj.get("metadata") if isinstance(obj, dict) else None
+        if not isinstance(meta, dict):
+            raise WatchError(f"watch event {etype} without metadata")
+        rv = str(meta.get("resourceVersion") or "")
+        if etype == "BOOKMARK":
+            self.counters["bookmarks"] += 1
+            if rv:
+                self.rv = rv
+            return
+        self.counters["events"] += 1
+        obj["kind"] = self.spec.kind
+        obj["apiVersion"] = self.api_version
+        key = object_key(obj)
+        if key is None:
+            log.error("skipping watched object without metadata.name kind=%s", self.spec.kind)
+        elif etype == "DELETED":
+            if self.known.pop(key, None) is not None:
+                with self.source.lock:
+                    self.source.handler.on_object(self.spec.kind, key, None)
+        elif etype in ("ADDED", "MODIFIED"):
+            if not rv or self.known.get(key) != rv:
+                self.known[key] = rv
+                with self.source.lock:
+                    self.source.handler.on_object(self.spec.kind, key, obj)
+        else:
+            log.warning("ignoring watch event of unknown type kind=%s type=%s", self.spec.kind, etype)
+        if rv:
+            self.rv = rv
+
+
+class KubeSource:
+    """Lists then watches Services, EndpointSlices and (with node_name) this node's Node, reporting to a handler.
+
+    One thread per kind; the handler is called under one lock, so it sees one call at a time.
+    """
+
+    def __init__(
+        self,
+        handler: SourceHandler,
+        *,
+        kubeconfig: str | None = None,
+        node_name: str = "",
+        server_timeout: int = 300,
+        read_slack: float = 5.0,
+        connect_timeout: float = 5.0,
+        page_size: int = DEFAULT_PAGE_SIZE,
+        backoff: Sequence[float] = DEFAULT_BACKOFF,
+        api_client: Any = None,
+    ) -> None:
+        self.handler = handler
+        self.node_name = node_name
+        self.server_timeout = server_timeout
+        """timeoutSeconds asked of the server for each watch"""
+        self.read_slack = read_slack
+        """the client read timeout is server_timeout + read_slack"""
+        self.connect_timeout = connect_timeout
+        self.page_size = page_size
+        self.backoff = tuple(backoff) or DEFAULT_BACKOFF
+        self.list_timeout = (connect_timeout, 60.0)
+        """(connect, read) timeout of a list page"""
+        self.api = _Api(api_client if api_client is not None else new_api_client(kubeconfig))
+        self.lock = threading.Lock()
+        """serializes handler calls across the per-kind threads"""
+        self.watchers = [_KindWatcher(self, spec) for spec in kind_specs(node_name)]
+
+    def run(self, stop: threading.Event) -> None:
+        """List and watch every kind until stop is set; returns within about a second of it."""
+        log.info(
+            "kube source started kinds=%s node=%s server_timeout=%d",
+            ",".join(w.spec.kind for w in self.watchers), self.node_name or "-", self.server_timeout,
+        )  # fmt: skip
+        if not self.node_name:
+            self.handler.on_synced(KIND_NODE)  # nothing to list: vacuously complete
+        threads = [
+            threading.Thread(target=w.run, args=(stop,), name=f"kube-{w.spec.kind}", daemon=True) for w in self.watchers
+        ]
+        for t in threads:
+            t.start()
+        stop.wait()
+        for w in self.watchers:
+            resp = w.current
+            if resp is not None:
+                _abort(resp)
+        for t in threads:
+            t.join(timeout=2)
+        log.info("kube source stopped")
+
+    def counters(self) -> dict[str, dict[str, int]]:
+        """Per kind: lists, relists, watches, events, bookmarks, errors."""
+        return {w.spec.kind: dict(w.counters) for w in self.watchers}
+
+
+def list_objects(handler: SourceHandler, *, kubeconfig: str | None = None, node_name: str = "") -> None:
+    """List every kind once (no watch): on_object for each object, on_synced per kind; raises on failure."""
+    source = KubeSource(handler, kubeconfig=kubeconfig, node_name=node_name)
+    never = threading.Event()
+    for w in source.watchers:
+        try:
+            w.list_all(never)
+        except (Gone, WatchError) as e:
+            raise RuntimeError(f"cannot list {w.spec.kind}: {e}") from None
+    if not node_name:
+        handler.on_synced(KIND_NODE)
