@@ -86,13 +86,25 @@ class Limits:
 
 
 class IdAllocator:
-    """Ids 1..limit-1, lowest free first; freed ids go to a heap."""
+    """Ids 1..limit-1, lowest free first; freed ids go to a heap (O(log n) per call).
+
+    A reserved free id is dropped from the heap lazily: the set of free ids is the truth and the
+    heap may hold stale entries, skipped when popped.
+    """
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self._next = 1
         self._free: list[int] = []
         self._free_set: set[int] = set()
+
+    def copy(self) -> IdAllocator:
+        """An independent copy."""
+        new = IdAllocator(self.limit)
+        new._next = self._next
+        new._free = list(self._free)
+        new._free_set = set(self._free_set)
+        return new
 
     def reserve(self, ident: int) -> None:
         """Mark ident used (rebuilding from the maps: cheapest in ascending order)."""
@@ -101,10 +113,8 @@ class IdAllocator:
                 heapq.heappush(self._free, hole)
                 self._free_set.add(hole)
             self._next = ident + 1
-        elif ident in self._free_set:
+        else:
             self._free_set.discard(ident)
-            self._free.remove(ident)
-            heapq.heapify(self._free)
 
     def allocate(self) -> int | None:
         """The lowest free id, or None when exhausted."""
@@ -123,6 +133,44 @@ class IdAllocator:
         if ident not in self._free_set and 0 < ident < self._next:
             self._free_set.add(ident)
             heapq.heappush(self._free, ident)
+
+    @property
+    def in_use(self) -> int:
+        """Ids handed out and not released."""
+        return self._next - 1 - len(self._free_set)
+
+
+@dataclass
+class Journal:
+    """The value before a plan of every entry that plan changed in place (None: it was absent).
+
+    Only the first change of an entry is recorded, so the journal holds exactly the applied
+    version of what a partial plan touched: `applied_view()` rebuilds it for diff.
+    """
+
+    frontends: dict[FrontendKey, FrontendEntry | None] = field(default_factory=dict)
+    """frontends added, removed or replaced"""
+    backends: dict[int, BackendEntry | None] = field(default_factory=dict)
+    """backends added, removed or replaced"""
+    addresses: dict[str, bool] = field(default_factory=dict)
+    """address entries whose presence changed: present before?"""
+    backend_index: dict[tuple[int, str, int], int | None] = field(default_factory=dict)
+    """(svc_id, addr, port) -> backend id lookups changed"""
+
+    def applied_view(self, state: DatapathState) -> DatapathState:
+        """The part of the state before the plan that the plan touched (for a partial diff)."""
+        view = DatapathState()
+        for key, entry in self.frontends.items():
+            if entry is not None:
+                view.add_frontend(key, entry)
+        for ident, be in self.backends.items():
+            if be is not None:
+                view.add_backend(ident, be)
+        addrs = {k.addr for k in self.frontends}
+        view.addresses = {
+            a for a in addrs if self.addresses.get(a, a in state.addresses)
+        }
+        return view
 
 
 @dataclass(eq=False)
@@ -154,6 +202,7 @@ class DatapathState:
     _backend_index: dict[tuple[int, str, int], int] = field(default_factory=dict)
     _addr_refs: dict[str, int] = field(default_factory=dict)
     _slots: int = 0
+    _journal: Journal | None = None
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, DatapathState):
@@ -163,14 +212,14 @@ class DatapathState:
         )
 
     def copy(self) -> DatapathState:
-        """An independent copy (dict copies; values are immutable)."""
+        """An independent copy (dict copies; values are immutable). O(size): full plans only."""
         new = copy.copy(self)
-        for name in ("frontends", "backends", "addresses", "names", "stray_slots", "_by_service",
+        for name in ("frontends", "backends", "addresses", "names", "stray_slots", "skipped", "_by_service",
                      "_by_svc_id", "_backends_by_svc", "_backend_index", "_addr_refs"):
             setattr(new, name, copy.copy(getattr(self, name)))
-        new.skipped = {}
-        new.svc_id_alloc = copy.deepcopy(self.svc_id_alloc)
-        new.backend_id_alloc = copy.deepcopy(self.backend_id_alloc)
+        new.svc_id_alloc = self.svc_id_alloc.copy()
+        new.backend_id_alloc = self.backend_id_alloc.copy()
+        new._journal = None
         return new
 
     # queries
@@ -208,6 +257,10 @@ class DatapathState:
     def add_frontend(self, key: FrontendKey, entry: FrontendEntry) -> None:
         """Insert a frontend (key must be absent)."""
         assert key not in self.frontends, key
+        j = self._journal
+        if j is not None:
+            j.frontends.setdefault(key, None)
+            j.addresses.setdefault(key.addr, key.addr in self.addresses)
         self.frontends[key] = entry
         svc = entry.service
         self._by_service[svc] = self._by_service.get(svc, frozenset()) | {key}
@@ -219,6 +272,10 @@ class DatapathState:
     def remove_frontend(self, key: FrontendKey) -> FrontendEntry:
         """Remove a frontend (not its backends); returns it."""
         entry = self.frontends.pop(key)
+        j = self._journal
+        if j is not None:
+            j.frontends.setdefault(key, entry)
+            j.addresses.setdefault(key.addr, key.addr in self.addresses)
         svc = entry.service
         rest = self._by_service[svc] - {key}
         if rest:
@@ -239,19 +296,28 @@ class DatapathState:
     def add_backend(self, ident: int, entry: BackendEntry) -> None:
         """Insert a backend (id must be absent)."""
         assert ident not in self.backends, ident
+        index_key = (entry.svc_id, entry.addr, entry.port)
+        j = self._journal
+        if j is not None:
+            j.backends.setdefault(ident, None)
+            j.backend_index.setdefault(index_key, self._backend_index.get(index_key))
         self.backends[ident] = entry
         self._backends_by_svc[entry.svc_id] = self._backends_by_svc.get(entry.svc_id, frozenset()) | {ident}
-        self._backend_index.setdefault((entry.svc_id, entry.addr, entry.port), ident)
+        self._backend_index.setdefault(index_key, ident)
 
     def remove_backend(self, ident: int) -> BackendEntry:
         """Remove a backend; returns it."""
         entry = self.backends.pop(ident)
+        index_key = (entry.svc_id, entry.addr, entry.port)
+        j = self._journal
+        if j is not None:
+            j.backends.setdefault(ident, entry)
+            j.backend_index.setdefault(index_key, self._backend_index.get(index_key))
         rest = self._backends_by_svc[entry.svc_id] - {ident}
         if rest:
             self._backends_by_svc[entry.svc_id] = rest
         else:
             del self._backends_by_svc[entry.svc_id]
-        index_key = (entry.svc_id, entry.addr, entry.port)
         if self._backend_index.get(index_key) == ident:
             del self._backend_index[index_key]
         return entry
@@ -281,43 +347,108 @@ def plan(
     *,
     services: Collection[str] | None = None,
 ) -> DatapathState:
-    """The desired state for `frontends`, keeping the ids of `previous`.
+    """The desired state for `frontends`, keeping the ids of `previous` (which is left unchanged).
 
     services=None: a full plan; `frontends` is everything, services absent from it are removed,
     and strays read back from the maps are dropped. Otherwise a partial plan: only the listed
     services are replanned (their frontends are those of `frontends`; a listed service with none
-    is removed) and every other service is carried over untouched.
+    is removed) and every other service is carried over untouched. O(size of previous): the copy.
     """
+    desired = previous.copy()
+    _plan(frontends, desired, limits, services, previous)
+    return desired
+
+
+def plan_in_place(
+    frontends: Iterable[Frontend],
+    state: DatapathState,
+    limits: Limits,
+    *,
+    services: Collection[str] | None = None,
+) -> Journal:
+    """Like plan(), but turns `state` itself into the desired state; returns what it changed.
+
+    The work is proportional to the listed services (partial) or to everything (full). The
+    returned Journal gives diff the applied version of the touched entries
+    (`diff(journal.applied_view(state), state, services=...)`). A caller whose write then fails
+    must not trust `state` any more (the proxier re-reads the maps).
+    """
+    return _plan(frontends, state, limits, services, None)
+
+
+def _plan(
+    frontends: Iterable[Frontend],
+    state: DatapathState,
+    limits: Limits,
+    services: Collection[str] | None,
+    previous: DatapathState | None,
+) -> Journal:
+    """Plan into state; ids of the state before come from previous, or (None) from the journal."""
     by_service: dict[str, list[Frontend]] = {}
     for f in frontends:
         by_service.setdefault(f.service, []).append(f)
     full = services is None
-    todo = set(by_service) | previous.services() if full else set(services or ())
-    desired = previous.copy()
-    desired.svc_id_alloc.limit = min(desired.svc_id_alloc.limit, limits.svc_ids)
-    rnd = _Round()
-    for svc in sorted(todo):
-        _plan_service(svc, by_service.get(svc, []), previous, desired, limits, rnd)
-    if full:
-        desired.stray_slots = set()
-        desired.names = {}
-        used = set(desired._by_svc_id)
-        for ident, be in list(desired.backends.items()):
-            if be.svc_id not in used:
-                desired.remove_backend(ident)
-                rnd.freed_be.add(ident)
-        desired.addresses = set(desired._addr_refs)
-    for ident in sorted(rnd.freed_svc):
-        desired.svc_id_alloc.release(ident)
-    for ident in sorted(rnd.freed_be):
-        desired.backend_id_alloc.release(ident)
-    return desired
+    todo = set(by_service) | state.services() if full else set(services or ())
+    journal = Journal()
+    state._journal = journal
+    try:
+        state.svc_id_alloc.limit = min(state.svc_id_alloc.limit, limits.svc_ids)
+        if full:
+            state.skipped = {}
+        rnd = _Round()
+        for svc in sorted(todo):
+            state.skipped.pop(svc, None)
+            _plan_service(svc, by_service.get(svc, []), _Before(journal, state, previous), state, limits, rnd)
+        if full:
+            state.stray_slots = set()
+            state.names = {}
+            used = set(state._by_svc_id)
+            for ident, be in list(state.backends.items()):
+                if be.svc_id not in used:
+                    state.remove_backend(ident)
+                    rnd.freed_be.add(ident)
+            for addr in state.addresses - state._addr_refs.keys():
+                journal.addresses.setdefault(addr, True)
+            state.addresses = set(state._addr_refs)
+        for ident in sorted(rnd.freed_svc):
+            state.svc_id_alloc.release(ident)
+        for ident in sorted(rnd.freed_be):
+            state.backend_id_alloc.release(ident)
+    finally:
+        state._journal = None
+    return journal
+
+
+class _Before:
+    """Lookups in the state before this plan: `previous` when the caller kept it, else journal + state."""
+
+    def __init__(self, journal: Journal, state: DatapathState, previous: DatapathState | None) -> None:
+        self.journal = journal
+        self.state = state
+        self.previous = previous
+
+    def frontend(self, key: FrontendKey) -> FrontendEntry | None:
+        """The frontend at key before this plan."""
+        if self.previous is not None:
+            return self.previous.frontends.get(key)
+        if key in self.journal.frontends:
+            return self.journal.frontends[key]
+        return self.state.frontends.get(key)
+
+    def backend_id(self, svc_id: int, addr: str, port: int) -> int | None:
+        """backend_id_for(svc_id, addr, port) before this plan."""
+        if self.previous is not None:
+            return self.previous.backend_id_for(svc_id, addr, port)
+        index_key = (svc_id, addr, port)
+        if index_key in self.journal.backend_index:
+            return self.journal.backend_index[index_key]
+        return self.state.backend_id_for(svc_id, addr, port)
 
 
 def _plan_service(
     svc: str,
     wanted: list[Frontend],
-    previous: DatapathState,
+    before: _Before,
     desired: DatapathState,
     limits: Limits,
     rnd: _Round,
@@ -343,7 +474,7 @@ def _plan_service(
             log.error("frontend claimed by two services service=%s frontend=%s:%s/%s owner=%s; skipped",
                       svc, key.addr, key.port, key.proto, other)
             continue
-        prev = previous.frontends.get(key)
+        prev = before.frontend(key)
         svc_id = prev.svc_id if prev is not None and prev.svc_id not in desired._by_svc_id else None
         if svc_id is None:
             svc_id = desired.svc_id_alloc.allocate()
@@ -357,7 +488,7 @@ def _plan_service(
             reused_svc.append(svc_id)
         slots: list[int] = []
         for ref in f.backends:
-            be_id = previous.backend_id_for(svc_id, ref.addr, ref.port) if prev is not None else None
+            be_id = before.backend_id(svc_id, ref.addr, ref.port) if prev is not None else None
             if be_id is not None and be_id in desired.backends:
                 be_id = None
             if be_id is None:
