@@ -20,7 +20,7 @@ from bpfproxy.controller.plan import DatapathState, Limits, plan
 from bpfproxy.controller.runner import BoundedFrequencyRunner, Clock, MonotonicClock
 from bpfproxy.controller.source import KIND_ENDPOINT_SLICE, KIND_NODE, KIND_SERVICE
 from bpfproxy.controller.tracker import EndpointSliceChangeTracker, ServiceChangeTracker
-from bpfproxy.controller.translate import Frontend, NodeConfig, translate_service
+from bpfproxy.controller.translate import Frontend, NodeConfig, programmed_frontends
 
 log = logging.getLogger(__name__)
 
@@ -156,7 +156,7 @@ class Proxier:
         for key in sorted(keys):
             svc = self.services.services.get(key)
             if svc is not None:
-                out.extend(translate_service(svc, self.slices.slices_for(key), self.node))
+                out.extend(programmed_frontends(svc, self.slices.slices_for(key), self.node))
         return out
 
     def _report_orphan_slices(self, keys: set[str]) -> None:

@@ -16,7 +16,7 @@ from bpfproxy.controller.plan import DatapathState, Limits, plan
 from bpfproxy.controller.source import KIND_ENDPOINT_SLICE, KIND_SERVICE
 from bpfproxy.controller.source_file import load_path
 from bpfproxy.controller.tracker import EndpointSliceChangeTracker, ServiceChangeTracker
-from bpfproxy.controller.translate import PROTO_NAMES, Frontend, NodeConfig, translate_service
+from bpfproxy.controller.translate import PROTO_NAMES, Frontend, NodeConfig, programmed_frontends
 from bpfproxy.loader.structs import BE_F_TERMINATING, SVC_F_AFFINITY, SVC_F_DROP_NO_EP, SVC_SCOPE_INT
 
 log = logging.getLogger(__name__)
@@ -40,7 +40,7 @@ def all_frontends(
     """Every frontend of every service, in service key order."""
     out: list[Frontend] = []
     for key in sorted(services.services):
-        out.extend(translate_service(services.services[key], slices.slices_for(key), node))
+        out.extend(programmed_frontends(services.services[key], slices.slices_for(key), node))
     return out
 
 

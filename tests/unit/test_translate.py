@@ -99,3 +99,73 @@ def test_dual_stack_uses_ipv4_cluster_ip() -> None:
     svc = service()
     svc["spec"]["clusterIPs"] = ["fd00::a", "10.96.0.10"]
     assert [f.addr for f in tr(svc, slice_())] == ["10.96.0.10"]
+
+
+# --- kube-proxy endpoint and traffic-policy semantics -------------------------------------------------
+
+def ep(ip: str, node: str = "n1", **kw: Any) -> dict[str, Any]:
+    return endpoint(ip, node=node, **kw)
+
+
+def kinds(fronts: list[Frontend]) -> list[tuple[str, str, int, list[str], bool]]:
+    return [(f.kind, f.addr, f.port, [f"{b.addr}:{b.port}{'T' if b.terminating else ''}" for b in f.backends],
+             f.drop_no_ep) for f in fronts]
+
+
+def test_no_endpoints_anywhere_rejects_none_for_policy_drops() -> None:
+    svc = service(internalTrafficPolicy="Local")
+    assert kinds(tr(svc, slice_(endpoints=[]))) == [("ClusterIP", "10.96.0.10", 80, [], False)]
+    assert kinds(tr(svc, slice_(endpoints=[ep("10.0.0.1", node="n2")]))) == [
+        ("ClusterIP", "10.96.0.10", 80, [], True)]
+    assert kinds(tr(svc, slice_(endpoints=[ep("10.0.0.1", node="n2"), ep("10.0.0.2")]))) == [
+        ("ClusterIP", "10.96.0.10", 80, ["10.0.0.2:8080"], False)]
+
+
+def test_terminating_fallback_and_extras() -> None:
+    only_term = slice_(endpoints=[ep("10.0.0.1", ready=False, serving=True, terminating=True),
+                                  ep("10.0.0.2", ready=False, serving=False, terminating=True)])
+    # no ready endpoint: serving+terminating ones get new flows
+    assert kinds(tr(service(), only_term))[0][3] == ["10.0.0.1:8080"]
+
+
+def test_external_frontends_computed_but_not_programmed() -> None:
+    from bpfproxy.controller.translate import programmed_frontends
+
+    svc = service(type="LoadBalancer", externalTrafficPolicy="Local", externalIPs=["192.168.99.11", "fd00::1"],
+                  ports=[{"name": "http", "port": 80, "targetPort": 8080, "nodePort": 30080}],
+                  loadBalancerSourceRanges=[" 203.0.113.0/25", "192.168.0.0/24"])
+    svc["status"] = {"loadBalancer": {"ingress": [{"ip": "1.2.3.4"}]}}
+    sl = slice_(endpoints=[ep("10.0.0.1"), ep("10.0.0.2", node="n2")])
+    node = NodeConfig(node_name="n1", node_ips=("192.168.0.2", "192.168.1.2"),
+                      nodeport_addresses=("192.168.0.0/24",))
+    fronts = translate_service(parse_service(svc), [parse_endpoint_slice(sl)], node)
+    assert kinds(fronts) == [
+        ("ClusterIP", "10.96.0.10", 80, ["10.0.0.1:8080", "10.0.0.2:8080"], False),
+        ("NodePort", "192.168.0.2", 30080, ["10.0.0.1:8080"], False),
+        ("ExternalIP", "192.168.99.11", 80, ["10.0.0.1:8080"], False),
+        ("LoadBalancer", "1.2.3.4", 80, ["10.0.0.1:8080"], False),
+    ]
+    assert fronts[-1].source_ranges == ("203.0.113.0/25", "192.168.0.0/24", "1.2.3.4/32")
+    assert [f.kind for f in programmed_frontends(parse_service(svc), [parse_endpoint_slice(sl)], node)] == [
+        "ClusterIP"]
+
+
+def test_not_ours_and_foreign_slices() -> None:
+    labelled = service()
+    labelled["metadata"]["labels"] = {"service.kubernetes.io/service-proxy-name": "other"}
+    assert tr(labelled, slice_()) == []
+    # a slice without the service-name label is ignored
+    assert tr(service(), slice_(svc=None))[0].backends == ()
+
+
+def test_zone_hints_filter_cluster_endpoints() -> None:
+    def hinted(ip: str, zone: str) -> dict[str, Any]:
+        e = ep(ip)
+        e["hints"] = {"forZones": [{"name": zone}]}
+        return e
+
+    sl = parse_endpoint_slice(slice_(endpoints=[hinted("10.0.0.1", "a"), hinted("10.0.0.2", "b")]))
+    node = NodeConfig(node_name="n1", zone="a")
+    assert [b.addr for b in translate_service(parse_service(service()), [sl], node)[0].backends] == ["10.0.0.1"]
+    node = NodeConfig(node_name="n1", zone="c")
+    assert len(translate_service(parse_service(service()), [sl], node)[0].backends) == 2
