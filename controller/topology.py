@@ -21,6 +21,7 @@ strings, no ipaddress objects.
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Iterable, Mapping
 from typing import Any, NamedTuple
 
@@ -73,7 +74,7 @@ def _rank(ep: EndpointInfo) -> int:
 def port_endpoints(
     port: ServicePort, slices: Iterable[EndpointSlice], node_name: str, service_key: str = ""
 ) -> list[EndpointInfo]:
-    """Endpoints of one service port from the service's slices, unique by IP:port, in slice order.
+    """Endpoints of one service port from the service's slices, unique by IP:port, sorted by (address, port).
 
     `service_key` ("ns/name"), when given, drops slices that belong to another service.
     """
@@ -100,7 +101,11 @@ def port_endpoints(
                 old = found.get(key)
                 if old is None or _rank(info) > _rank(old):
                     found[key] = info
-    return list(found.values())
+    return [found[k] for k in sorted(found, key=_sort_key)]
+
+
+def _sort_key(key: tuple[str, int]) -> tuple[bytes, int]:
+    return socket.inet_aton(key[0]), key[1]
 
 
 class Categorized(NamedTuple):

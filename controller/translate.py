@@ -130,13 +130,13 @@ def _ref_key(ref: BackendRef) -> tuple[bytes, int]:
     return socket.inet_aton(ref.addr), ref.port
 
 
-def _refs(selected: list[EndpointInfo] | None, extra: Iterable[EndpointInfo] = ()) -> tuple[BackendRef, ...]:
-    """Selected endpoints as live backends plus `extra` (not selected) as terminating ones, sorted."""
+def _refs(selected: list[EndpointInfo] | None, extra: list[EndpointInfo] | None = None) -> tuple[BackendRef, ...]:
+    """Selected endpoints (sorted) as live backends plus `extra` (not selected) as terminating ones, sorted."""
     refs = [BackendRef(ep.addr, ep.port, False) for ep in selected or ()]
     if extra:
         chosen = {(r.addr, r.port) for r in refs}
         refs.extend(BackendRef(ep.addr, ep.port, True) for ep in extra if (ep.addr, ep.port) not in chosen)
-    refs.sort(key=_ref_key)
+        refs.sort(key=_ref_key)
     return tuple(refs)
 
 
@@ -187,14 +187,22 @@ def port_backends(
     )
     terminating = [ep for ep in eps if ep.serving and ep.terminating and not ep.ready]
     local_terminating = [ep for ep in terminating if ep.local]
+    cluster = _refs(cat.cluster)
     internal_sel = cat.local if itp_local else cat.cluster
     external_sel = cat.local if etp_local else cat.cluster
-    internal = _refs(internal_sel, local_terminating if itp_local else terminating)
-    external = _refs(external_sel, local_terminating if etp_local else terminating) if external_ok else ()
+
+    def backends(selected: list[EndpointInfo] | None, local_policy: bool) -> tuple[BackendRef, ...]:
+        extra = local_terminating if local_policy else terminating
+        if selected is cat.cluster and not extra:
+            return cluster
+        return _refs(selected, extra)
+
+    internal = backends(internal_sel, itp_local)
+    external = backends(external_sel, etp_local) if external_ok else ()
     return PortEndpoints(
         internal=internal,
         external=external,
-        cluster=_refs(cat.cluster),
+        cluster=cluster,
         has_any=cat.has_any,
         internal_drop=cat.has_any and not internal_sel,
         external_drop=cat.has_any and not external_sel,
