@@ -13,8 +13,10 @@ Only key -> resourceVersion is remembered per kind.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -74,14 +76,19 @@ def kind_specs(node_name: str) -> list[KindSpec]:
 
 
 def new_api_client(kubeconfig: str | None) -> Any:
-    """An ApiClient for a kubeconfig file, or for the in-cluster service account when kubeconfig is None."""
+    """An ApiClient for a kubeconfig file, or for the in-cluster service account when kubeconfig is None.
+
+    urllib3's own retries are off: the watch loop backs off and reconnects itself.
+    """
     from kubernetes import client, config
 
+    cfg = client.Configuration()
     if kubeconfig is None:
-        cfg = client.Configuration()
         config.load_incluster_config(client_configuration=cfg)  # type: ignore[no-untyped-call]
-        return client.ApiClient(cfg)
-    return config.new_client_from_config(config_file=kubeconfig)  # type: ignore[no-untyped-call]
+    else:
+        config.load_kube_config(config_file=kubeconfig, client_configuration=cfg)  # type: ignore[no-untyped-call]
+    cfg.retries = False
+    return client.ApiClient(cfg)
 
 
 class _Api:
@@ -144,25 +151,25 @@ def _read_lines(resp: Any, stop: threading.Event) -> Iterator[bytes]:
         yield pending
 
 
-def _abort(resp: Any) -> None:
-    """Wake a thread blocked reading resp and close it (from another thread)."""
+def _wake(resp: Any) -> None:
+    """Wake a thread blocked reading resp (called from another thread): shut the socket's read side."""
     try:
-        shutdown = getattr(resp, "shutdown", None)
-        if shutdown is not None:  # urllib3 >= 2.3
-            shutdown()
-        else:
-            sock = getattr(getattr(resp, "connection", None), "sock", None)
-            if sock is not None:
-                import socket
+        resp.shutdown()  # urllib3 >= 2.3
+        return
+    except Exception:  # older urllib3, or already closed: try the socket itself
+        pass
+    sock = getattr(getattr(resp, "connection", None), "sock", None)
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
 
-                sock.shutdown(socket.SHUT_RDWR)
-    except OSError:
-        pass
-    try:
+
+def _close(resp: Any, *, reusable: bool) -> None:
+    """Give a finished response's connection back to the pool, closed first unless it ended cleanly."""
+    with contextlib.suppress(Exception):
+        if not reusable:
+            resp.close()
         resp.release_conn()
-        resp.close()
-    except Exception:  # best effort: the thread is going away
-        pass
 
 
 class _KindWatcher:
@@ -199,9 +206,11 @@ class _KindWatcher:
                 log.info("relist after 410 kind=%s rv=%s reason=%s", self.spec.kind, self.rv, e)
                 self.counters["relists"] += 1
                 need_list = True
-            except WatchError as e:
+            except Exception as e:  # WatchError, or a bug: never let the thread die
                 if stop.is_set():
                     return
+                if not isinstance(e, WatchError):
+                    log.exception("unexpected error in the watch loop kind=%s", self.spec.kind)
                 self.counters["errors"] += 1
                 delay = self.source.backoff[min(self.failures, len(self.source.backoff) - 1)]
                 self.failures += 1
@@ -304,6 +313,7 @@ class _KindWatcher:
         )
         self.counters["watches"] += 1
         self.current = resp
+        clean = False
         try:
             if stop.is_set():
                 return
@@ -312,6 +322,7 @@ class _KindWatcher:
                 self.failures = 0
                 if stop.is_set():
                     return
+            clean = True
         except (Gone, WatchError):
             raise
         except Exception as e:  # urllib3: reset, read timeout, broken chunking
@@ -320,7 +331,7 @@ class _KindWatcher:
             raise WatchError(f"{type(e).__name__}: {e}") from None
         finally:
             self.current = None
-            _abort(resp)
+            _close(resp, reusable=clean)
         log.debug("watch ended by the server kind=%s rv=%s", self.spec.kind, self.rv)
 
     def _event(self, line: bytes) -> None:
@@ -418,7 +429,7 @@ class KubeSource:
         for w in self.watchers:
             resp = w.current
             if resp is not None:
-                _abort(resp)
+                _wake(resp)
         for t in threads:
             t.join(timeout=2)
         log.info("kube source stopped")
