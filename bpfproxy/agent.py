@@ -1,6 +1,7 @@
 """The node agent: source -> proxier (trackers, runner, translate, plan, diff, sync) -> pinned maps; devices -> tc.
 
-Place in the data flow: the wiring. It compiles and loads the datapath (reusing pinned maps),
+Place in the data flow: the wiring. The source is a YAML file/directory (FileSource) or the
+Kubernetes API (KubeSource: list + watch). It compiles and loads the datapath (reusing pinned maps),
 attaches the programs to every pod device as they come and go, and runs the source and the
 proxier until SIGTERM or SIGINT. On exit it leaves the programs and maps in place, so traffic
 keeps flowing while no agent runs and a restarted agent rewrites only what changed.
@@ -18,6 +19,7 @@ from types import FrameType
 from bpfproxy.controller.plan import Limits
 from bpfproxy.controller.proxier import Proxier
 from bpfproxy.controller.source_file import FileSource
+from bpfproxy.controller.source_kube import KubeSource, new_api_client
 from bpfproxy.controller.sync import MapsWriter
 from bpfproxy.controller.translate import NodeConfig
 from bpfproxy.loader.attach import Attacher
@@ -33,7 +35,7 @@ class AgentConfig:
     """Everything the agent is started with."""
 
     source_path: str
-    """file or directory of Service / EndpointSlice YAML"""
+    """file or directory of Service / EndpointSlice YAML (source_kind "file")"""
     pin_dir: str
     """bpffs directory of the maps"""
     pod_devices: tuple[str, ...]
@@ -50,6 +52,12 @@ class AgentConfig:
     """seconds between full resyncs at most"""
     settings: DatapathSettings = field(default_factory=DatapathSettings)
     """map capacities of the datapath build"""
+    source_kind: str = "file"
+    """"file" (source_path) or "kube" (list+watch of the Kubernetes API)"""
+    kubeconfig: str | None = None
+    """kube: kubeconfig file; None = the in-cluster service account"""
+    kube_server_timeout: int = 300
+    """kube: seconds the API server keeps one watch open (the client read timeout is a few more)"""
 
 
 def run_agent(config: AgentConfig) -> int:
@@ -62,6 +70,15 @@ def run_agent(config: AgentConfig) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+
+    api_client = None
+    if config.source_kind == "kube":
+        try:  # before anything is loaded: a bad kubeconfig is a clear error, not a half-started agent
+            api_client = new_api_client(config.kubeconfig)
+        except Exception as e:
+            where = config.kubeconfig or "in-cluster service account"
+            log.error("cannot configure the Kubernetes client kubeconfig=%s error=%s", where, e)
+            return 1
 
     settings = config.settings
     datapath = load_datapath(config.pin_dir, settings)
@@ -81,7 +98,15 @@ def run_agent(config: AgentConfig) -> int:
         on_add=lambda ifname, ifindex: _attach(attacher, ifname),
         on_remove=lambda ifname, ifindex: attacher.forget(ifname),
     )
-    source = FileSource(config.source_path, proxier)
+    source: FileSource | KubeSource
+    if api_client is not None:
+        source = KubeSource(
+            proxier, node_name=config.node_name, server_timeout=config.kube_server_timeout, api_client=api_client
+        )
+        source_text = f"kube kubeconfig={config.kubeconfig or 'in-cluster'}"
+    else:
+        source = FileSource(config.source_path, proxier)
+        source_text = f"file:{config.source_path}"
     threads = [
         threading.Thread(target=watcher.run, args=(stop,), name="devices", daemon=True),
         threading.Thread(target=source.run, args=(stop,), name="source", daemon=True),
@@ -91,7 +116,7 @@ def run_agent(config: AgentConfig) -> int:
         t.start()
     log.info(
         "agent started pin_dir=%s pod_devices=%s source=%s compile_seconds=%.2f",
-        config.pin_dir, ",".join(config.pod_devices), config.source_path, datapath.compile_seconds,
+        config.pin_dir, ",".join(config.pod_devices), source_text, datapath.compile_seconds,
     )  # fmt: skip
     _announce_ready(proxier, watcher, stop)
     stop.wait()

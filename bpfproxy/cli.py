@@ -25,7 +25,12 @@ def _split_csv(values: list[str]) -> tuple[str, ...]:
 
 def _add_agent(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("agent", help="run the node agent: watch services, program the datapath")
-    p.add_argument("--source", required=True, help="file:PATH (a YAML file or a directory of them)")
+    p.add_argument(
+        "--source", required=True, help="file:PATH (a YAML file or a directory of them) or kube (the Kubernetes API)"
+    )
+    p.add_argument(
+        "--kubeconfig", default=None, help="--source kube: kubeconfig file (default: the in-cluster service account)"
+    )
     p.add_argument("--node-name", default="", help="this node's name (nodeName of local endpoints)")
     p.add_argument("--node-ip", action="append", default=[], help="this node's address (repeatable)")
     p.add_argument("--cluster-cidr", action="append", default=[], help="pod CIDR (repeatable)")
@@ -78,10 +83,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _source_spec(source: str) -> tuple[str, str]:
+    """("file", PATH) or ("kube", ""); exits with the accepted forms otherwise."""
+    from bpfproxy.controller.source import parse_source_spec
+
+    try:
+        return parse_source_spec(source)
+    except ValueError as e:
+        raise SystemExit(f"bpfproxy: {e}") from None
+
+
 def _source_path(source: str) -> str:
-    if not source.startswith("file:"):
-        raise SystemExit(f"bpfproxy: --source {source!r}: only file:PATH is supported by this build")
-    return source[len("file:") :]
+    kind, path = _source_spec(source)
+    if kind != "file":
+        raise SystemExit(f"bpfproxy: --source {source!r}: this command reads file:PATH only")
+    return path
 
 
 def _print(rows: Any, as_json: bool, text: str) -> None:
@@ -173,8 +189,13 @@ def cmd_agent(args: argparse.Namespace) -> int:
         ct_map_max=args.ct_map_max,
         affinity_map_max=args.affinity_map_max,
     )
+    source_kind, source_path = _source_spec(args.source)
+    if args.kubeconfig and source_kind != "kube":
+        raise SystemExit("bpfproxy: --kubeconfig goes with --source kube")
     config = AgentConfig(
-        source_path=_source_path(args.source),
+        source_path=source_path,
+        source_kind=source_kind,
+        kubeconfig=args.kubeconfig,
         node_name=args.node_name,
         node_ips=tuple(args.node_ip),
         cluster_cidrs=tuple(args.cluster_cidr),
