@@ -4,25 +4,36 @@ Place in the data flow: the hub. `Proxier` implements source.SourceHandler (even
 the change trackers and request a sync), owns the BoundedFrequencyRunner, and its sync is the
 only caller of the writer. Nothing is written until both Services and EndpointSlices reported
 their first complete list. A sync is partial (only the services changed since the last one)
-unless a full resync is due: at start, every max_sync_period, and after any failure, when the
-maps are read back first so the in-memory applied state is the truth again.
+unless a full resync is due: at start, every max_sync_period, after any failure (when the maps
+are read back first so the in-memory applied state is the truth again) and when this node's
+zone label changes. A partial sync costs O(changed services): it plans in place into the applied
+state (plan.plan_in_place) and diffs against the journal of what it touched. Metrics
+(metrics.ProxierMetrics) and health (health.ProxierHealth) are recorded here when given.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from bpfproxy.controller.diff import WritePlan, diff
-from bpfproxy.controller.plan import DatapathState, Limits, plan
+from bpfproxy.controller.health import ProxierHealth
+from bpfproxy.controller.metrics import FrontendStat, ProxierMetrics
+from bpfproxy.controller.plan import DatapathState, Limits, plan, plan_in_place
 from bpfproxy.controller.runner import BoundedFrequencyRunner, Clock, MonotonicClock
 from bpfproxy.controller.source import KIND_ENDPOINT_SLICE, KIND_NODE, KIND_SERVICE
 from bpfproxy.controller.tracker import EndpointSliceChangeTracker, ServiceChangeTracker
-from bpfproxy.controller.translate import Frontend, NodeConfig, programmed_frontends
+from bpfproxy.controller.translate import PROTO_NAMES, Frontend, NodeConfig, programmed_frontends
 
 log = logging.getLogger(__name__)
+
+#: Node label holding the node's zone
+ZONE_LABEL = "topology.kubernetes.io/zone"
 
 
 class Writer(Protocol):
@@ -66,16 +77,25 @@ class Proxier:
         max_sync_period: float = 30.0,
         retry_period: float = 1.0,
         clock: Clock | None = None,
+        wall: Callable[[], float] = time.time,
+        metrics: ProxierMetrics | None = None,
+        health: ProxierHealth | None = None,
     ) -> None:
         self.writer = writer
         self.node = node or NodeConfig()
         self.limits = limits or Limits()
         self.max_sync_period = max_sync_period
         self.clock: Clock = clock or MonotonicClock()
+        self.wall = wall
+        """wall clock (Unix seconds): trigger-time latencies and timestamps"""
+        self.metrics = metrics
+        """metrics to record into (None: none)"""
+        self.health = health
+        """health to report to (None: none)"""
         self.services = ServiceChangeTracker()
-        self.slices = EndpointSliceChangeTracker()
+        self.slices = EndpointSliceChangeTracker(start_time=wall())
         self.nodes: dict[str, dict[str, Any]] = {}
-        """Node objects by name, as the source gave them (for later use)"""
+        """Node objects by name, as the source gave them"""
         self.counters = ProxierCounters()
         self.runner = BoundedFrequencyRunner(
             self.sync,
@@ -91,28 +111,35 @@ class Proxier:
         self._need_read = True
         self._last_full = -float("inf")
         self._pending: set[str] = set()
-        self._orphans: set[tuple[str, str]] = set()
+        self._trigger_times: dict[str, list[float]] = {}
+        self._orphans: dict[str, set[str]] = {}
+        if metrics is not None:
+            self._register_gauges(metrics)
 
     # SourceHandler
 
     def on_object(self, kind: str, key: str, obj: dict[str, Any] | None) -> None:
         """Record a source event and request a sync when something changed."""
+        full = False
         with self._lock:
             if kind == KIND_SERVICE:
                 changed = self.services.update(key, obj)
+                if changed and self.metrics is not None:
+                    self.metrics.service_changes.inc()
             elif kind == KIND_ENDPOINT_SLICE:
                 changed = self.slices.update(key, obj)
+                if changed and self.metrics is not None:
+                    self.metrics.endpoint_changes.inc()
             elif kind == KIND_NODE:
-                if obj is None:
-                    self.nodes.pop(key, None)
-                else:
-                    self.nodes[key] = obj
                 changed = False
+                full = self._on_node(key, obj)
             else:
                 log.warning("ignoring object of unknown kind kind=%s key=%s", kind, key)
                 changed = False
-        if changed and self.is_initialized:
-            self.runner.run()
+        if full:
+            self.request_full_sync()
+        elif changed:
+            self._queue()
 
     def on_synced(self, kind: str) -> None:
         """Note that a kind is fully listed; the first sync happens once Services and slices are."""
@@ -120,7 +147,36 @@ class Proxier:
             self._synced.add(kind)
         log.info("source synced kind=%s", kind)
         if self.is_initialized:
+            self._queue()
+
+    def _queue(self) -> None:
+        """Ask for a sync (kube-proxy's Sync(): health's queued update, then the runner)."""
+        if self.health is not None:
+            self.health.queued_update()
+        if self.metrics is not None:
+            self.metrics.last_queued.set(self.wall())
+        if self.is_initialized:
             self.runner.run()
+
+    def _on_node(self, name: str, obj: dict[str, Any] | None) -> bool:
+        """Keep a Node; for this node, track eligibility and zone. True when a full sync is needed."""
+        if obj is None:
+            self.nodes.pop(name, None)
+        else:
+            self.nodes[name] = obj
+        if not self.node.node_name or name != self.node.node_name:
+            return False
+        if self.health is not None:
+            self.health.sync_node(obj)
+        if obj is None:
+            return False
+        labels = (obj.get("metadata") or {}).get("labels") or {}
+        zone = str(labels.get(ZONE_LABEL, "")) if isinstance(labels, dict) else ""
+        if zone == self.node.zone:
+            return False
+        log.info("node zone changed node=%s zone=%s previous=%s; full resync", name, zone, self.node.zone)
+        self.node = dataclasses.replace(self.node, zone=zone)
+        return True
 
     # state
 
@@ -136,17 +192,27 @@ class Proxier:
 
     @property
     def applied(self) -> DatapathState | None:
-        """What the proxier believes the maps hold (None before the first sync)."""
+        """What the proxier believes the maps hold (None before the first sync).
+
+        A partial sync changes this object in place: read it only from the sync thread or under
+        `locked()` (metrics do).
+        """
         return self._applied
+
+    def locked(self) -> threading.Lock:
+        """The lock syncs hold: `with proxier.locked(): ...` reads a consistent applied state."""
+        return self._lock
 
     def request_full_sync(self) -> None:
         """Make the next sync a full one and request it."""
         with self._lock:
             self._need_full = True
-        self.runner.run()
+        self._queue()
 
     def run(self, stop: threading.Event) -> None:
-        """Run syncs (via the runner) until stop is set."""
+        """Run syncs (via the runner) until stop is set; healthy from the start, as kube-proxy."""
+        if self.health is not None:
+            self.health.updated()
         self.runner.loop(stop)
 
     # the sync
@@ -163,12 +229,15 @@ class Proxier:
         """Log once each EndpointSlice whose Service does not exist (it is ignored until it does)."""
         for key in keys:
             if key in self.services.services:
-                self._orphans -= {k for k in self._orphans if k[0] == key}
+                self._orphans.pop(key, None)
                 continue
+            seen = self._orphans.setdefault(key, set())
             for orphan in self.slices.slices_for(key):
-                if (key, orphan.key) not in self._orphans:
-                    self._orphans.add((key, orphan.key))
+                if orphan.key not in seen:
+                    seen.add(orphan.key)
                     log.warning("EndpointSlice %s ignored: its Service %s does not exist", orphan.key, key)
+            if not seen:
+                del self._orphans[key]
 
     def sync(self) -> bool:
         """One sync; False (after logging) when it failed and a full resync must follow."""
@@ -177,31 +246,37 @@ class Proxier:
                 log.debug("sync skipped: sources not synced yet synced=%s", sorted(self._synced))
                 return True
             start = self.clock.now()
+            for svc, times in self.slices.take_trigger_times().items():
+                self._trigger_times.setdefault(svc, []).extend(times)
             self._pending |= set(self.services.take_changes()) | self.slices.take_changes()
             self._report_orphan_slices(self._pending)
             full = self._need_full or start - self._last_full >= self.max_sync_period
+            keys: set[str] | None = None if full else self._pending
             try:
                 if self._need_read or self._applied is None:
                     self._applied = self.writer.read_applied()
                     self._need_read = False
                 applied = self._applied
-                keys: set[str] | None
-                if full:
-                    keys = None
-                    frontends = self._frontends(set(self.services.services))
+                if keys is None:
+                    desired = plan(self._frontends(set(self.services.services)), applied, self.limits)
+                    wp = diff(applied, desired)
                 else:
-                    keys = self._pending
-                    frontends = self._frontends(keys)
-                desired = plan(frontends, applied, self.limits, services=keys)
-                wp = diff(applied, desired, services=keys)
+                    # in place: if the write fails, the state is dirty and is read back (need_read)
+                    self._need_read = True
+                    journal = plan_in_place(self._frontends(keys), applied, self.limits, services=keys)
+                    wp = diff(journal.applied_view(applied), applied, services=keys)
+                    desired = applied
                 if not wp.empty:
                     self.writer.apply(wp)
             except Exception:
                 self.counters.failures += 1
                 self._need_full = True
                 self._need_read = True
+                if self.metrics is not None:
+                    self.metrics.sync_failures.inc()
                 log.exception("sync failed; a full resync follows full=%s", full)
                 return False
+            self._need_read = False
             self._applied = desired
             changed = len(self._pending) if keys is not None else len(self.services.services)
             self._pending = set()
@@ -209,11 +284,12 @@ class Proxier:
                 self._need_full = False
                 self._last_full = start
                 self.counters.full_syncs += 1
-                self.counters.skipped_services = len(desired.skipped)
+            self.counters.skipped_services = len(desired.skipped)
             duration = self.clock.now() - start
             self.counters.syncs += 1
             self.counters.last_sync_seconds = duration
             self.counters.last_writes = wp.writes()
+            self._observe(full=full, duration=duration, writes=wp.writes())
             nonzero = " ".join(f"{k}={v}" for k, v in wp.counts().items() if v)
             log.info(
                 "sync done full=%s services=%d frontends=%d writes=%d duration_ms=%.1f %s",
@@ -225,3 +301,96 @@ class Proxier:
                 nonzero,
             )
             return True
+
+    # observability
+
+    def _observe(self, *, full: bool, duration: float, writes: int) -> None:
+        """After a successful sync: health updated, durations and programming latencies observed."""
+        if self.health is not None:
+            self.health.updated()
+        m = self.metrics
+        times, self._trigger_times = self._trigger_times, {}
+        if m is None:
+            return
+        now = self.wall()
+        m.sync_duration.observe(duration)
+        (m.full_sync_duration if full else m.partial_sync_duration).observe(duration)
+        m.last_sync.set(now)
+        m.map_writes.inc(writes)
+        for svc_times in times.values():
+            for when in svc_times:
+                m.programming_latency.observe(max(0.0, now - when))
+
+    def _register_gauges(self, m: ProxierMetrics) -> None:
+        """Gauges computed at scrape time from the applied state and the trackers."""
+
+        def applied_counts() -> dict[str, float]:
+            with self._lock:
+                st = self._applied
+                if st is None:
+                    return {}
+                return {
+                    "services": len(st.services()),
+                    "frontends": len(st.frontends),
+                    "backends": len(st.backends),
+                    "lb": st.lb_usage(),
+                    "svc_ids": len(st.frontends),
+                    "skipped": len(st.skipped),
+                }
+
+        def one(field: str) -> dict[tuple[str, ...], float]:
+            counts = applied_counts()
+            return {(): counts[field]} if field in counts else {}
+
+        def fill() -> dict[tuple[str, ...], float]:
+            counts = applied_counts()
+            if not counts:
+                return {}
+            lim = self.limits
+            return {
+                ("bpx_svc_v1",): counts["lb"] / lim.lb_entries,
+                ("bpx_backend_v1",): counts["backends"] / lim.backends,
+                ("bpx_svcname_v1",): counts["svc_ids"] / max(1, lim.svc_ids - 1),
+            }
+
+        def entries() -> dict[tuple[str, ...], float]:
+            counts = applied_counts()
+            if not counts:
+                return {}
+            return {("bpx_svc_v1",): counts["lb"], ("bpx_backend_v1",): counts["backends"],
+                    ("bpx_svcname_v1",): counts["svc_ids"]}
+
+        m.collect("bpfproxy_services_programmed", "Services with at least one frontend in the maps", "gauge",
+                  lambda: one("services"))
+        m.collect("bpfproxy_frontends_programmed", "Frontends (address, port, protocol) in the maps", "gauge",
+                  lambda: one("frontends"))
+        m.collect("bpfproxy_backends_programmed", "Backends in the backend map", "gauge", lambda: one("backends"))
+        m.collect("bpfproxy_services_skipped", "Services too large for the maps (kept at their previous entries)",
+                  "gauge", lambda: one("skipped"))
+        m.collect("bpfproxy_map_entries", "Entries the agent keeps in a map", "gauge", entries, ["map"])
+        m.collect("bpfproxy_map_fill_ratio", "Entries the agent keeps in a map / its capacity", "gauge", fill,
+                  ["map"])
+        m.collect("kubeproxy_sync_proxy_rules_service_changes_pending", "Pending proxy rules Service changes",
+                  "gauge", lambda: {(): float(self.services.pending_count)})
+        m.collect("kubeproxy_sync_proxy_rules_endpoint_changes_pending", "Pending proxy rules Endpoint changes",
+                  "gauge", lambda: {(): float(self.slices.pending_count)})
+        m.collect("bpfproxy_bad_objects_total", "Objects skipped because they could not be used, by kind",
+                  "counter", lambda: {(KIND_SERVICE,): float(self.services.bad_objects),
+                                      (KIND_ENDPOINT_SLICE,): float(self.slices.bad_objects)}, ["kind"])
+
+    def frontend_ids(self) -> list[tuple[int, str, str]]:
+        """(svc_id, name, "IP:port/proto") of every applied frontend, read under the sync lock."""
+        with self._lock:
+            st = self._applied
+            if st is None:
+                return []
+            return [(e.svc_id, e.name, f"{k.addr}:{k.port}/{PROTO_NAMES.get(k.proto, str(k.proto))}")
+                    for k, e in st.frontends.items()]
+
+    def frontend_stats(self, read_counters: Callable[[int], tuple[int, int]]) -> list[FrontendStat]:
+        """Per-frontend (packets, bytes) using read_counters(svc_id) (e.g. from bpx_svcstat_v1)."""
+        out = []
+        for svc_id, name, frontend in self.frontend_ids():
+            packets, nbytes = read_counters(svc_id)
+            out.append(FrontendStat(name, frontend, packets, nbytes))
+        return out

@@ -7,6 +7,7 @@ from pathlib import Path
 from bpfproxy.controller.diff import WritePlan
 from bpfproxy.controller.plan import DatapathState, FrontendKey
 from bpfproxy.controller.proxier import Proxier
+from bpfproxy.controller.translate import NodeConfig
 from kobj import endpoint, service, slice_
 
 
@@ -180,3 +181,47 @@ def test_threads_file_source_to_writer(tmp_path: Path) -> None:
         p.runner.run()
         for t in threads:
             t.join()
+
+
+def test_node_zone_label_changes_node_config_and_forces_full_sync() -> None:
+    w, c = FakeWriter(), FakeClock()
+    p = Proxier(w, node=NodeConfig(node_name="n1"), clock=c)
+    p.on_object("Service", "default/web", service())
+    p.on_object("EndpointSlice", "default/web-abc", slice_())
+    synced(p, w)
+    assert p.counters.full_syncs == 1
+    node = {"metadata": {"name": "n1", "labels": {"topology.kubernetes.io/zone": "zone-a"}}}
+    c.t += 2
+    p.on_object("Node", "n1", node)
+    assert p.node.zone == "zone-a" and p.node.node_name == "n1"
+    apply_and_track(p, w)
+    assert p.counters.full_syncs == 2
+    # same zone again, or another node: no full sync
+    c.t += 2
+    p.on_object("Node", "n1", node)
+    p.on_object("Node", "n2", {"metadata": {"name": "n2", "labels": {"topology.kubernetes.io/zone": "b"}}})
+    apply_and_track(p, w)
+    assert p.counters.full_syncs == 2 and p.node.zone == "zone-a" and set(p.nodes) == {"n1", "n2"}
+
+
+def test_partial_sync_is_in_place_and_a_failed_write_reads_the_maps_back() -> None:
+    p, w, c = make()
+    p.on_object("Service", "default/web", service())
+    p.on_object("EndpointSlice", "default/web-abc", slice_())
+    synced(p, w)
+    state = p.applied
+    c.t += 2
+    p.on_object("EndpointSlice", "default/web-abc", slice_(endpoints=[endpoint("10.0.0.1")]))
+    apply_and_track(p, w)
+    assert p.applied is state  # no copy per partial sync
+    c.t += 2
+    w.fail_next = True
+    p.on_object("EndpointSlice", "default/web-abc", slice_(endpoints=[endpoint("10.0.0.3")]))
+    apply_and_track(p, w)
+    assert p.counters.failures == 1 and w.reads == 1
+    c.t += 1
+    p.runner.tick()
+    assert w.reads == 2 and p.applied is not state
+    key = FrontendKey("10.96.0.10", 80, 6, 0)
+    be = p.applied.backends[p.applied.frontends[key].backend_ids[0]]
+    assert be.addr == "10.0.0.3"

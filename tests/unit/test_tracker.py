@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 
 import pytest
-from bpfproxy.controller.tracker import EndpointSliceChangeTracker, ServiceChangeTracker
+from bpfproxy.controller.tracker import TRIGGER_TIME_ANNOTATION, EndpointSliceChangeTracker, ServiceChangeTracker
 from kobj import endpoint, service, slice_
 
 
@@ -82,3 +82,31 @@ def test_slice_without_service_label_is_ignored() -> None:
     t = EndpointSliceChangeTracker()
     assert not t.update("default/s1", slice_("s1", svc=None))
     assert t.service_keys == set()
+
+
+def _annotated(when: str, **kw: object) -> dict[str, object]:
+    obj = slice_(**kw)  # type: ignore[arg-type]
+    obj["metadata"]["annotations"] = {TRIGGER_TIME_ANNOTATION: when}
+    return obj
+
+
+def test_trigger_times_of_pending_changes() -> None:
+    start = 1_700_000_000.0  # 2023-11-14T22:13:20Z
+    t = EndpointSliceChangeTracker(start_time=start)
+    # before the tracker started: not measured
+    assert t.update("default/s1", _annotated("2023-11-14T22:13:00Z", name="s1"))
+    assert t.take_trigger_times() == {}
+    t.take_changes()
+    assert t.update("default/s1", _annotated("2023-11-14T22:13:25.5Z", name="s1", endpoints=[]))
+    assert t.update("default/s2", _annotated("2023-11-14T22:13:26Z", name="s2"))
+    assert t.take_trigger_times() == {"default/web": [start + 5.5, start + 6]}
+    t.take_changes()
+    # a change undone before the sync drops its trigger time; a deletion records none
+    assert t.update("default/s1", _annotated("2023-11-14T22:13:30Z", name="s1"))
+    assert not t.update("default/s1", _annotated("2023-11-14T22:13:25.5Z", name="s1", endpoints=[]))
+    assert t.take_trigger_times() == {}
+    assert t.update("default/s2", None)
+    assert t.take_trigger_times() == {} and t.pending_count == 1
+    # unparsable annotations are ignored
+    assert t.update("default/s3", _annotated("yesterday", name="s3"))
+    assert t.take_trigger_times() == {}
