@@ -14,7 +14,8 @@ static __always_inline struct affinity_val *affinity_map_lookup(struct affinity_
 static __always_inline void affinity_map_update(struct affinity_key *k, struct affinity_val *v) { bpx_affinity_v1.update(k, v); }
 static __always_inline struct frag_val *frag_map_lookup(struct frag_key *k) { return bpx_frag_v1.lookup(k); }
 static __always_inline void frag_map_update(struct frag_key *k, struct frag_val *v) { bpx_frag_v1.update(k, v); }
-static __always_inline struct verdict_count *verdict_map_lookup(__u32 *v) { return bpx_verdict_v1.lookup(v); }
+static __always_inline struct svc_cidr_val *svccidr_map_lookup(struct svc_cidr_key *k) { return bpx_svccidr_v1.lookup(k); }
+static __always_inline struct verdict_count *verdict_map_lookup(__u32 *v) { return bpx_verdict_v2.lookup(v); }
 static __always_inline struct svc_stats *svcstat_map_lookup(__u32 *svc_id) { return bpx_svcstat_v1.lookup(svc_id); }
 
 #include "parse.h"
@@ -40,7 +41,7 @@ static __always_inline int verdict_action(struct __sk_buff *skb, __u32 v)
 static __always_inline __u32 handle_other_from_pod(struct __sk_buff *skb, const struct pkt *p)
 {
 	if (!is_service_addr(p->daddr))
-		return V_PASS;
+		return unowned_verdict(p->daddr);
 	if (p->frag == PKT_FRAG_LATER)
 		return V_DROP_FRAG;
 	if (p->proto == IPPROTO_ICMP &&
@@ -62,18 +63,18 @@ static __always_inline __u32 process_from_pod(struct __sk_buff *skb)
 	if (res == PARSE_NOT_IPV4)
 		return V_PASS;
 	if (res == PARSE_BAD)
-		return is_service_addr(p.daddr) ? V_DROP_MALFORMED : V_PASS;
+		return is_service_addr(p.daddr) ? V_DROP_MALFORMED : unowned_verdict(p.daddr);
 	if (p.proto != IPPROTO_TCP && p.proto != IPPROTO_UDP)
 		return handle_other_from_pod(skb, &p);
 	if (p.frag == PKT_FRAG_LATER) {
 		now = bpx_now_ns();
 		if (!lookup_frag_ports(&p, now))
-			return is_service_addr(p.daddr) ? V_DROP_FRAG : V_PASS;
+			return is_service_addr(p.daddr) ? V_DROP_FRAG : unowned_verdict(p.daddr);
 	}
 	svc = lookup_frontend(&p);
 	if (!svc) {
 		if (!is_service_addr(p.daddr))
-			return V_PASS;
+			return unowned_verdict(p.daddr);
 		return reject_pkt(skb, &p);
 	}
 	if (!now)

@@ -24,7 +24,7 @@ from bpfproxy.loader.attach import (
     detach_index,
     hook_filters,
 )
-from bpfproxy.loader.maps import ALL_MAPS, DEFAULT_PIN_DIR
+from bpfproxy.loader.maps import ALL_MAPS, DEFAULT_PIN_DIR, RETIRED_MAP_NAMES
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
@@ -101,8 +101,8 @@ def _detach_all(ipr: Any, report: CleanupReport) -> None:
 def _unpin(pin_dir: str, report: CleanupReport) -> None:
     if not os.path.isdir(pin_dir):
         return
-    for spec in ALL_MAPS:
-        path = os.path.join(pin_dir, spec.name)
+    for name in [spec.name for spec in ALL_MAPS] + list(RETIRED_MAP_NAMES):
+        path = os.path.join(pin_dir, name)
         try:
             os.unlink(path)
             report.pins_removed.append(path)

@@ -8,13 +8,17 @@ map is opened by its pin path, so none of this needs the program compiled in thi
 from __future__ import annotations
 
 import ctypes as ct
+import ipaddress
 import os
+import socket
+import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar, cast
 
 from bpfproxy.loader import bpfsys
 from bpfproxy.loader.structs import (
+    SVC_CIDR_MAX,
     AffinityKey,
     AffinityVal,
     Backend,
@@ -22,6 +26,8 @@ from bpfproxy.loader.structs import (
     CtKey,
     FragKey,
     FragVal,
+    SvcCidrKey,
+    SvcCidrVal,
     SvcKey,
     SvcName,
     SvcStats,
@@ -61,14 +67,18 @@ BACKEND = MapSpec("bpx_backend_v1", "hash", ct.c_uint32, Backend, "BACKEND_MAP_M
 CT = MapSpec("bpx_ct_v1", "lru_hash", CtKey, CtEntry, "CT_MAP_MAX")
 AFFINITY = MapSpec("bpx_affinity_v1", "lru_hash", AffinityKey, AffinityVal, "AFFINITY_MAP_MAX")
 FRAG = MapSpec("bpx_frag_v1", "lru_hash", FragKey, FragVal, "FRAG_MAP_MAX")
-VERDICT = MapSpec("bpx_verdict_v1", "percpu_array", ct.c_uint32, VerdictCount, "V_MAX")
+VERDICT = MapSpec("bpx_verdict_v2", "percpu_array", ct.c_uint32, VerdictCount, "V_MAX")
 SVCSTAT = MapSpec("bpx_svcstat_v1", "percpu_array", ct.c_uint32, SvcStats, "SVC_ID_MAX")
 SVCNAME = MapSpec("bpx_svcname_v1", "hash", ct.c_uint32, SvcName, "SVC_ID_MAX")
+SVCCIDR = MapSpec("bpx_svccidr_v1", "lpm_trie", SvcCidrKey, SvcCidrVal, "SVC_CIDR_MAX")
 
 #: every map, in maps.h order
-ALL_MAPS: tuple[MapSpec, ...] = (SVC, BACKEND, CT, AFFINITY, FRAG, VERDICT, SVCSTAT, SVCNAME)
+ALL_MAPS: tuple[MapSpec, ...] = (SVC, BACKEND, CT, AFFINITY, FRAG, VERDICT, SVCSTAT, SVCNAME, SVCCIDR)
 
-_KIND_TYPE = {"hash": 1, "array": 2, "percpu_array": 6, "lru_hash": 9}
+#: pin names of earlier layouts: never opened, only removed by cleanup
+RETIRED_MAP_NAMES: tuple[str, ...] = ("bpx_verdict_v1",)
+
+_KIND_TYPE = {"hash": 1, "array": 2, "percpu_array": 6, "lru_hash": 9, "lpm_trie": 11}
 
 
 class Map(Generic[K, V]):
@@ -205,7 +215,26 @@ class DatapathMaps:
         self.verdict: Map[ct.c_uint32, VerdictCount] = opened[5]  # type: ignore[assignment]
         self.svcstat: Map[ct.c_uint32, SvcStats] = opened[6]  # type: ignore[assignment]
         self.svcname: Map[ct.c_uint32, SvcName] = opened[7]  # type: ignore[assignment]
+        self.svccidr: Map[SvcCidrKey, SvcCidrVal] = opened[8]  # type: ignore[assignment]
         self._all = opened
+
+    def service_cidrs(self) -> list[str]:
+        """The service CIDRs the datapath holds now, sorted."""
+        nets = [_cidr_of_key(k) for k in self.svccidr.keys()]  # noqa: SIM118
+        return [str(n) for n in sorted(nets)]
+
+    def set_service_cidrs(self, cidrs: Sequence[str]) -> None:
+        """Make the service CIDRs exactly cidrs (IPv4, e.g. "10.96.0.0/12"); ValueError names a bad one.
+
+        Inside a service CIDR, an address no frontend owns is dropped (V_DROP_NO_SERVICE).
+        Make-before-break: the new prefixes are added first, then the stale ones deleted.
+        """
+        want = parse_service_cidrs(cidrs)
+        have = {_cidr_of_key(k) for k in self.svccidr.keys()}  # noqa: SIM118
+        for net in sorted(want - have):
+            self.svccidr.put(_cidr_key(net), SvcCidrVal())
+        for net in sorted(have - want):
+            self.svccidr.delete(_cidr_key(net))
 
     def close(self) -> None:
         """Close every fd."""
@@ -217,6 +246,38 @@ class DatapathMaps:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def parse_service_cidrs(cidrs: Sequence[str]) -> set[ipaddress.IPv4Network]:
+    """The IPv4 networks of cidrs; ValueError naming the first bad value, or when there are too many."""
+    if isinstance(cidrs, str):
+        raise ValueError(f"service CIDRs must be a list of strings, got the string {cidrs!r}")
+    nets: set[ipaddress.IPv4Network] = set()
+    for value in cidrs:
+        if not isinstance(value, str) or "/" not in value:
+            raise ValueError(f"service CIDR {value!r}: expected an IPv4 CIDR such as 10.96.0.0/12")
+        try:
+            net = ipaddress.ip_network(value.strip(), strict=True)
+        except ValueError as e:
+            raise ValueError(f"service CIDR {value!r}: {e}") from None
+        if not isinstance(net, ipaddress.IPv4Network):
+            raise ValueError(f"service CIDR {value!r}: not IPv4 (the datapath handles IPv4 only)")
+        nets.add(net)
+    if len(nets) > SVC_CIDR_MAX:
+        raise ValueError(f"service CIDRs {sorted(map(str, nets))}: {len(nets)} given, at most {SVC_CIDR_MAX}")
+    return nets
+
+
+def _cidr_key(net: ipaddress.IPv4Network) -> SvcCidrKey:
+    """The trie key of net (address in network order)."""
+    addr = int.from_bytes(net.network_address.packed, sys.byteorder)  # memory bytes = network order
+    return SvcCidrKey(prefixlen=net.prefixlen, addr=addr)
+
+
+def _cidr_of_key(key: SvcCidrKey) -> ipaddress.IPv4Network:
+    """Inverse of _cidr_key."""
+    raw = socket.inet_ntoa(int(key.addr).to_bytes(4, sys.byteorder))
+    return ipaddress.IPv4Network(f"{raw}/{int(key.prefixlen)}")
 
 
 def pinned_maps_present(pin_dir: str) -> bool:

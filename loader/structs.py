@@ -125,6 +125,18 @@ class FragVal(ct.Structure):
     _fields_ = [("expires", ct.c_uint64), ("sport", ct.c_uint16), ("dport", ct.c_uint16), ("pad", ct.c_uint32)]
 
 
+class SvcCidrKey(ct.Structure):
+    """struct svc_cidr_key: an IPv4 prefix in the kernel's lpm_trie layout."""
+
+    _fields_ = [("prefixlen", ct.c_uint32), ("addr", ct.c_uint32)]  # addr in network order
+
+
+class SvcCidrVal(ct.Structure):
+    """struct svc_cidr_val: the value of a service CIDR (reserved flags, zero)."""
+
+    _fields_ = [("flags", ct.c_uint32)]
+
+
 class SvcName(ct.Structure):
     """struct svc_name: "namespace/name:port/proto" of a frontend, for inspection."""
 
@@ -145,6 +157,8 @@ STRUCTS: dict[str, type[ct.Structure]] = {
     "frag_key": FragKey,
     "frag_val": FragVal,
     "svc_name": SvcName,
+    "svc_cidr_key": SvcCidrKey,
+    "svc_cidr_val": SvcCidrVal,
 }
 
 
@@ -185,3 +199,4 @@ SVC_SCOPE_INT = c_define("SVC_SCOPE_INT")
 CT_DIR_FWD = c_define("CT_DIR_FWD")
 CT_DIR_REPLY = c_define("CT_DIR_REPLY")
 SVC_NAME_LEN = c_define("SVC_NAME_LEN")
+SVC_CIDR_MAX = c_define("SVC_CIDR_MAX")

@@ -32,6 +32,11 @@
 #define FRAG_MAP_MAX 8192
 #endif
 
+/* entries in the service-CIDR trie (one per --service-cidr) */
+#ifndef SVC_CIDR_MAX
+#define SVC_CIDR_MAX 16
+#endif
+
 /* bytes of the service name kept for inspection ("ns/name:port/proto") */
 #define SVC_NAME_LEN 128
 
@@ -104,7 +109,8 @@ enum verdict {
 	V_DROP_REJECT_FAIL = 12, /* the reject reply could not be built */
 	V_DROP_NAT_FAIL = 13,    /* a rewrite helper failed */
 	V_DROP_ICMP_ERROR = 14,  /* ICMP error to a service address: never answered with another */
-	V_MAX = 15,              /* number of verdicts */
+	V_DROP_NO_SERVICE = 15,  /* destination inside a service CIDR that no service owns */
+	V_MAX = 16,              /* number of verdicts */
 };
 
 #endif /* BPFPROXY_CONSTS_H */

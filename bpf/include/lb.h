@@ -33,6 +33,21 @@ static __always_inline int is_service_addr(__be32 addr)
 	return svc_map_lookup(&k) != NULL;
 }
 
+/* whether addr lies inside a service CIDR (--service-cidr) */
+static __always_inline int in_service_cidr(__be32 addr)
+{
+	struct svc_cidr_key k = { .prefixlen = 32, .addr = addr };
+
+	return svccidr_map_lookup(&k) != NULL;
+}
+
+/* the verdict of a packet to addr that no frontend owns: dropped inside a service CIDR (as kube-proxy
+ * drops traffic to unallocated ClusterIPs), passed untouched anywhere else */
+static __always_inline __u32 unowned_verdict(__be32 addr)
+{
+	return in_service_cidr(addr) ? V_DROP_NO_SERVICE : V_PASS;
+}
+
 /* the backend in a random slot 1..count of frontend p/svc, its id in *id; NULL when the slot is empty */
 static __always_inline struct backend *pick_slot(const struct pkt *p, const struct svc_val *svc, __u32 *id)
 {

@@ -25,13 +25,16 @@ BPF_TABLE_PINNED("lru_hash", struct affinity_key, struct affinity_val, bpx_affin
 /* ports of fragmented datagrams to service addresses, learnt from the first fragment */
 BPF_TABLE_PINNED("lru_hash", struct frag_key, struct frag_val, bpx_frag_v1, FRAG_MAP_MAX, PIN_DIR "/bpx_frag_v1");
 
-/* per-CPU packet count of every verdict, indexed by enum verdict */
-BPF_TABLE_PINNED("percpu_array", __u32, struct verdict_count, bpx_verdict_v1, V_MAX, PIN_DIR "/bpx_verdict_v1");
+/* per-CPU packet count of every verdict, indexed by enum verdict (v2: V_DROP_NO_SERVICE added) */
+BPF_TABLE_PINNED("percpu_array", __u32, struct verdict_count, bpx_verdict_v2, V_MAX, PIN_DIR "/bpx_verdict_v2");
 
 /* per-CPU packets and bytes forwarded per frontend, indexed by svc_id */
 BPF_TABLE_PINNED("percpu_array", __u32, struct svc_stats, bpx_svcstat_v1, SVC_ID_MAX, PIN_DIR "/bpx_svcstat_v1");
 
 /* frontend names for inspection, written by the agent only; allocated on demand */
 BPF_TABLE_PINNED("hash", __u32, struct svc_name, bpx_svcname_v1, SVC_ID_MAX, PIN_DIR "/bpx_svcname_v1", BPF_F_NO_PREALLOC);
+
+/* service CIDRs (--service-cidr): an address inside one that no frontend owns is dropped */
+BPF_TABLE_PINNED("lpm_trie", struct svc_cidr_key, struct svc_cidr_val, bpx_svccidr_v1, SVC_CIDR_MAX, PIN_DIR "/bpx_svccidr_v1", BPF_F_NO_PREALLOC);
 
 #endif /* BPFPROXY_MAPS_H */

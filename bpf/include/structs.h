@@ -96,6 +96,17 @@ struct frag_val {
 	__u32 pad;      /* zero */
 };
 
+/* service-CIDR trie key: an IPv4 prefix in the kernel's lpm_trie layout; 8 bytes */
+struct svc_cidr_key {
+	__u32 prefixlen;  /* prefix length in bits, 0..32; lookups use 32 */
+	__be32 addr;      /* network address, network order */
+};
+
+/* service-CIDR trie value; 4 bytes */
+struct svc_cidr_val {
+	__u32 flags;  /* zero (reserved) */
+};
+
 /* service name for inspection, indexed by svc_id; never read by the datapath */
 struct svc_name {
 	char name[128]; /* "namespace/name:port/proto", NUL-terminated (SVC_NAME_LEN) */

@@ -12,5 +12,6 @@ from packets import Harness
 
 @pytest.fixture()
 def h(datapath: Datapath, maps: DatapathMaps) -> Iterator[Harness]:
-    """A harness on emptied maps and zeroed counters."""
+    """A harness on emptied maps (the service CIDRs too) and zeroed counters."""
+    maps.set_service_cidrs([])
     yield Harness(datapath, maps)
