@@ -42,8 +42,8 @@ def _add_agent(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     )
     p.add_argument("--min-sync-period", type=float, default=1.0, help="seconds between syncs at most once (default 1)")
     p.add_argument("--full-sync-period", type=float, default=60.0, help="seconds between full resyncs (default 60)")
-    p.add_argument("--lb-map-max", type=int, default=65536, help="service map entries (frontends + backend slots)")
-    p.add_argument("--backend-map-max", type=int, default=65536, help="backend map entries")
+    p.add_argument("--lb-map-max", type=int, default=262144, help="service map entries (frontends + backend slots)")
+    p.add_argument("--backend-map-max", type=int, default=262144, help="backend map entries")
     p.add_argument("--svc-id-max", type=int, default=65536, help="frontend ids")
     p.add_argument("--ct-map-max", type=int, default=262144, help="conntrack entries (two per flow)")
     p.add_argument("--affinity-map-max", type=int, default=65536, help="session-affinity entries")
@@ -61,6 +61,37 @@ def _add_readers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         p.add_argument("--json", action="store_true")
 
 
+def _add_node_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--source", required=True, help="file:PATH (a YAML file or a directory of them) or kube")
+    p.add_argument("--kubeconfig", default=None, help="with --source kube (default: in-cluster, then ~/.kube/config)")
+    p.add_argument("--node-name", default="", help="this node's name (local endpoints, its Node's zone label)")
+    p.add_argument("--node-ip", action="append", default=[], help="this node's address (repeatable)")
+    p.add_argument("--cluster-cidr", action="append", default=[], help="pod CIDR (repeatable)")
+    p.add_argument("--service-cidr", action="append", default=[], help="service CIDR: unowned addresses drop")
+    p.add_argument(
+        "--nodeport-addresses", action="append", default=[],
+        help="CIDRs of node IPs that answer NodePorts, comma-separated (default: every node IP)",
+    )
+
+
+def _add_plan_explain(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("plan", help="dry run: the datapath the source would program (no kernel)")
+    _add_node_flags(p)
+    p.add_argument("--json", action="store_true", help="JSON (the only output format of plan)")
+
+    p = sub.add_parser("explain", help="what happens to one packet: verdict, backends, masquerade")
+    _add_node_flags(p)
+    p.add_argument("--proto", default="tcp", choices=["tcp", "udp", "sctp"])
+    p.add_argument("src", metavar="SRC", help="source IPv4 address")
+    p.add_argument("dst", metavar="DST:PORT", help="destination IPv4 address and port")
+    p.add_argument("--json", action="store_true", help='{"verdict", "backends", "masquerade", "service"}')
+    p.add_argument("--live", action="store_true",
+                   help="also run a crafted packet through the attached program (BPF_PROG_TEST_RUN)")
+    p.add_argument(
+        "--pin-dir", default=DEFAULT_PIN_DIR, help=f"with --live: the pinned maps (default {DEFAULT_PIN_DIR})"
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
     parser = argparse.ArgumentParser(prog="bpfproxy", description="eBPF service load balancer for Kubernetes")
@@ -68,10 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_agent(sub)
     _add_readers(sub)
 
-    p = sub.add_parser("plan", help="dry run: the datapath the source would program (no kernel)")
-    p.add_argument("--source", required=True, help="file:PATH")
-    p.add_argument("--node-name", default="")
-    p.add_argument("--json", action="store_true")
+    _add_plan_explain(sub)
 
     p = sub.add_parser("cleanup", help="detach every program of ours in this network namespace and remove the pins")
     p.add_argument("--pin-dir", default=DEFAULT_PIN_DIR)
@@ -163,17 +191,84 @@ def cmd_cleanup(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_plan(args: argparse.Namespace) -> int:
-    """Print the desired datapath for a source, computed with no kernel."""
-    from bpfproxy.controller.snapshot import plan_json
+def _node_config(args: argparse.Namespace) -> Any:
     from bpfproxy.controller.translate import NodeConfig
 
-    path = _source_path(args.source)
-    if not os.path.exists(path):
-        print(f"bpfproxy plan: --source {args.source}: no such file or directory", file=sys.stderr)
+    return NodeConfig(
+        node_name=args.node_name,
+        node_ips=_split_csv(args.node_ip),
+        cluster_cidrs=_split_csv(args.cluster_cidr),
+        service_cidrs=_split_csv(args.service_cidr),
+        nodeport_addresses=_split_csv(args.nodeport_addresses),
+    )
+
+
+def _load(args: argparse.Namespace) -> Any:
+    """The listing of --source, or None after printing why it cannot be read."""
+    from bpfproxy.controller.snapshot import load_source
+    from bpfproxy.controller.source import parse_source_spec
+
+    try:
+        kind, path = parse_source_spec(args.source)
+        if kind == "file" and not os.path.exists(path):
+            raise OSError(f"--source {args.source}: no such file or directory")
+        return load_source(args.source, kubeconfig=args.kubeconfig, node_name=args.node_name)
+    except (ValueError, OSError, RuntimeError) as e:
+        print(f"bpfproxy {args.command}: {e}", file=sys.stderr)
+        return None
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    """Print the desired datapath for a source, computed with no kernel."""
+    from bpfproxy.controller.snapshot import collected_plan_json
+
+    got = _load(args)
+    if got is None:
         return 1
-    state = plan_json(path, NodeConfig(node_name=args.node_name))
-    print(json.dumps(state, indent=1, sort_keys=True))
+    print(json.dumps(collected_plan_json(got, _node_config(args)), indent=1, sort_keys=True))
+    return 0
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    """Print what happens to one packet (and, with --live, what the attached program does with it)."""
+    from bpfproxy.controller.explain import explain
+
+    dst, sep, port_s = args.dst.rpartition(":")
+    if not sep or not port_s.isdigit() or not 0 < int(port_s) < 65536:
+        print(f"bpfproxy explain: {args.dst!r}: expected DST:PORT", file=sys.stderr)
+        return 2
+    got = _load(args)
+    if got is None:
+        return 1
+    node = got.node_config(_node_config(args))
+    try:
+        answer = explain(got.services.services, got.slices.slices_for, node, args.src, dst, int(port_s), args.proto)
+    except ValueError as e:
+        print(f"bpfproxy explain: {e} (IPv4 addresses only)", file=sys.stderr)
+        return 2
+    live = None
+    if args.live:
+        from bpfproxy.explain_live import LiveError, run_live
+
+        try:
+            live = run_live(args.pin_dir, args.src, dst, int(port_s), args.proto)
+        except LiveError as e:
+            print(f"bpfproxy explain --live: {e}", file=sys.stderr)
+            return 1
+    if args.json:
+        out = answer.to_json()
+        if live is not None:
+            out["live"] = live.to_json()
+        print(json.dumps(out, indent=1))
+        return 0
+    print(f"{args.src} -> {dst}:{port_s}/{args.proto.upper()}  (source: {answer.source})")
+    print(f"  verdict:    {answer.verdict}")
+    print(f"  service:    {answer.service or '-'}{f' ({answer.kind})' if answer.kind else ''}")
+    print(f"  backends:   {', '.join(answer.backends) or '-'}")
+    print(f"  masquerade: {'yes' if answer.masquerade else 'no'}")
+    print(f"  why:        {answer.reason}")
+    if live is not None:
+        print(live.text())
     return 0
 
 
@@ -226,6 +321,7 @@ COMMANDS = {
     "counters": cmd_counters,
     "cleanup": cmd_cleanup,
     "plan": cmd_plan,
+    "explain": cmd_explain,
     "lab": cmd_lab,
 }
 

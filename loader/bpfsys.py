@@ -324,3 +324,16 @@ def test_run(
         attr.ctx_size_out = ct.sizeof(ctx)
     bpf(BPF_PROG_TEST_RUN, attr, "BPF_PROG_TEST_RUN")
     return int(attr.retval), data_out.raw[: attr.data_size_out], int(attr.duration)
+
+
+class _GetIdAttr(ct.Structure):
+    _fields_ = [("id", ct.c_uint32), ("next_id", ct.c_uint32), ("open_flags", ct.c_uint32)]
+
+
+#: bpf() command: a new fd for the program with a given id
+BPF_PROG_GET_FD_BY_ID = 13
+
+
+def prog_get_fd_by_id(prog_id: int) -> int:
+    """A new fd for the loaded program with kernel id prog_id (the caller closes it)."""
+    return bpf(BPF_PROG_GET_FD_BY_ID, _GetIdAttr(id=prog_id), f"program id {prog_id}")
