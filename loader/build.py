@@ -33,10 +33,11 @@ PROG_TO_POD = "to_pod"
 class DatapathSettings:
     """Build-time settings of the datapath: map capacities (each a -D flag)."""
 
-    lb_map_max: int = 65536
-    """entries in the service map: frontends + backend slots + one per frontend address"""
-    backend_map_max: int = 65536
-    """entries in the backend map: one per (frontend, endpoint)"""
+    lb_map_max: int = 262144
+    """entries in the service map: frontends + backend slots + one per frontend address
+    (10k services x 2 ports x 10 endpoints need 230k)"""
+    backend_map_max: int = 262144
+    """entries in the backend map: one per (frontend, endpoint) (10k x 2 ports x 10 endpoints: 200k)"""
     svc_id_max: int = 65536
     """frontend ids available (per-service counters are an array of this size)"""
     ct_map_max: int = 262144

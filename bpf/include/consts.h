@@ -2,14 +2,15 @@
 #ifndef BPFPROXY_CONSTS_H
 #define BPFPROXY_CONSTS_H
 
-/* entries in the service map: frontends, their backend slots and address entries */
+/* entries in the service map: frontends, their backend slots and address entries
+ * (10k services x 2 ports x 10 endpoints: 20k + 200k + 10k = 230k) */
 #ifndef LB_MAP_MAX
-#define LB_MAP_MAX 65536
+#define LB_MAP_MAX 262144
 #endif
 
-/* entries in the backend map: one per (frontend, endpoint) */
+/* entries in the backend map: one per (frontend, endpoint) (10k services x 2 ports x 10 endpoints: 200k) */
 #ifndef BACKEND_MAP_MAX
-#define BACKEND_MAP_MAX 65536
+#define BACKEND_MAP_MAX 262144
 #endif
 
 /* highest frontend id + 1: sizes the per-service counter array and the name map */

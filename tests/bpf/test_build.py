@@ -15,7 +15,7 @@ def test_pinned_map_with_other_capacity_is_refused(datapath) -> None:  # type: i
     with pytest.raises(MapShapeError) as err:
         check_pinned_shapes(datapath.pin_dir, DatapathSettings(lb_map_max=1024))
     message = str(err.value)
-    assert "bpx_svc_v1" in message and "capacity 65536, expected 1024" in message and "bpfproxy cleanup" in message
+    assert "bpx_svc_v1" in message and "capacity 262144, expected 1024" in message and "bpfproxy cleanup" in message
 
 
 def test_pinned_maps_of_the_same_build_are_accepted(datapath) -> None:  # type: ignore[no-untyped-def]
