@@ -14,6 +14,7 @@ Only key -> resourceVersion is remembered per kind.
 from __future__ import annotations
 
 import contextlib
+import gc
 import json
 import logging
 import socket
@@ -134,6 +135,20 @@ def _status_message(body: Any) -> str:
     return str(status.get("message") or status.get("reason") or "") if isinstance(status, dict) else ""
 
 
+def _parse(body: bytes) -> Any:
+    """json.loads with the cyclic GC paused: a 30 MB list makes millions of dicts, and the collections
+    they trigger (walking every object of the process, the client's models included) cost twice the parse.
+    """
+    paused = gc.isenabled()
+    if paused:
+        gc.disable()
+    try:
+        return json.loads(body)
+    finally:
+        if paused:
+            gc.enable()
+
+
 def _read_lines(resp: Any, stop: threading.Event) -> Iterator[bytes]:
     """The newline-delimited lines of a watch response as they arrive; ends with the stream."""
     pending = b""
@@ -242,7 +257,7 @@ class _KindWatcher:
                 seen.clear()
                 continue
             try:
-                body = json.loads(resp.data)
+                body = _parse(resp.data)
             except ValueError as e:
                 raise WatchError(f"list response is not JSON: {e}") from None
             finally:

@@ -22,7 +22,6 @@ from __future__ import annotations
 import base64
 import bisect
 import contextlib
-import copy
 import ctypes
 import json
 import os
@@ -400,10 +399,8 @@ class FakeApiServer:
         kind = obj.get("kind")
         if kind not in API_VERSIONS:
             raise ValueError(f"fakeapi: unknown kind {kind!r}")
-        body = copy.deepcopy(obj)
-        body.pop("kind", None)
-        body.pop("apiVersion", None)
-        meta = body.setdefault("metadata", {})
+        body = {k: v for k, v in obj.items() if k not in ("kind", "apiVersion")}  # serialized at once: no deep copy
+        meta = body["metadata"] = dict(body.get("metadata") or {})
         name = meta.get("name")
         if not name:
             raise ValueError("fakeapi: metadata.name is required")
@@ -691,11 +688,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--port", type=int, default=0)
     p.add_argument("--kubeconfig", default="", help="write a kubeconfig pointing at the server here")
     p.add_argument("--load", default="", help="a JSON file holding a list of objects to load first")
+    p.add_argument("--scale", default="", help="SERVICES:ENDPOINTS: load kube.scale.build(SERVICES, ENDPOINTS)")
     args = p.parse_args(argv)
     fake = FakeApiServer(host=args.host, port=args.port).start()
     if args.load:
         with open(args.load, encoding="utf-8") as f:
             fake.load(json.load(f))
+    if args.scale:
+        from kube.scale import build
+
+        services, endpoints = (int(x) for x in args.scale.split(":"))
+        fake.load(build(services, endpoints))
     if args.kubeconfig:
         fake.write_kubeconfig(args.kubeconfig)
     print(f"fakeapi listening url={fake.url}", flush=True)
