@@ -200,6 +200,9 @@ class _KindWatcher:
         """resourceVersion to watch from (last list, event or bookmark)"""
         self.synced = False
         self.failures = 0
+        """consecutive failed requests (sets the back-off)"""
+        self.gone_in_row = 0
+        """410s with no event in between (a repeated one backs off too)"""
         self.current: Any = None
         """the open watch response (closed from stop())"""
         self.counters = {"lists": 0, "relists": 0, "watches": 0, "events": 0, "bookmarks": 0, "errors": 0}
@@ -216,11 +219,13 @@ class _KindWatcher:
                     if stop.is_set():
                         return
                 self.watch(stop)
-                self.failures = 0
             except Gone as e:
                 log.info("relist after 410 kind=%s rv=%s reason=%s", self.spec.kind, self.rv, e)
                 self.counters["relists"] += 1
                 need_list = True
+                self.gone_in_row += 1
+                if self.gone_in_row > 1:  # 410 again before any event: a server in trouble, do not hammer it
+                    stop.wait(self.source.backoff[min(self.gone_in_row - 2, len(self.source.backoff) - 1)])
             except Exception as e:  # WatchError, or a bug: never let the thread die
                 if stop.is_set():
                     return
@@ -284,6 +289,7 @@ class _KindWatcher:
                 self.source.handler.on_object(self.spec.kind, key, None)
         self.known = seen
         self.rv = rv
+        self.failures = 0
         self.counters["lists"] += 1
         log.info(
             "list done kind=%s objects=%d deleted=%d rv=%s seconds=%.3f",
@@ -327,6 +333,7 @@ class _KindWatcher:
             timeout_seconds=server_timeout,
         )
         self.counters["watches"] += 1
+        self.failures = 0  # the server answered: the next failure starts the back-off over
         self.current = resp
         clean = False
         try:
@@ -334,7 +341,6 @@ class _KindWatcher:
                 return
             for line in _read_lines(resp, stop):
                 self._event(line)
-                self.failures = 0
                 if stop.is_set():
                     return
             clean = True
@@ -366,6 +372,7 @@ class _KindWatcher:
         if not isinstance(meta, dict):
             raise WatchError(f"watch event {etype} without metadata")
         rv = str(meta.get("resourceVersion") or "")
+        self.gone_in_row = 0
         if etype == "BOOKMARK":
             self.counters["bookmarks"] += 1
             if rv:
