@@ -235,7 +235,7 @@ class _KindWatcher:
                 delay = self.source.backoff[min(self.failures, len(self.source.backoff) - 1)]
                 self.failures += 1
                 log.warning(
-                    "watch reconnect kind=%s reason=%s rv=%s attempt=%d backoff_seconds=%.1f relist=%s",
+                    "watch reconnect kind=%s reason=%s rv=%s attempt=%d backoff_seconds=%.2f relist=%s",
                     self.spec.kind, e, self.rv, self.failures, delay, need_list,
                 )  # fmt: skip
                 stop.wait(delay)

@@ -105,6 +105,8 @@ class _Failure:
     status: int
     remaining: int
     watch_only: bool
+    kind: str
+    """only requests for this kind ("" = any)"""
 
 
 class Selector:
@@ -350,10 +352,10 @@ class FakeApiServer:
             self._bookmark_gen += 1
             self.cond.notify_all()
 
-    def fail_requests(self, status: int = 500, count: int = 1, *, watch_only: bool = False) -> None:
-        """Answer the next count requests (only watches if watch_only) with an HTTP error status."""
+    def fail_requests(self, status: int = 500, count: int = 1, *, watch_only: bool = False, kind: str = "") -> None:
+        """Answer the next count requests (only watches if watch_only; only of kind if set) with an HTTP error."""
         with self.cond:
-            self.failures.append(_Failure(status, count, watch_only))
+            self.failures.append(_Failure(status, count, watch_only, kind))
 
     def set_error_mode(self, *, gone_as: str | None = None, status: int | None = None, count: int = 1) -> None:
         """gone_as: "http" | "event" for 410 on too-old watches; status: fail the next count requests."""
@@ -443,9 +445,9 @@ class FakeApiServer:
             self._sorted[kind] = cached
         return cached
 
-    def _take_failure(self, watch: bool) -> int:
+    def _take_failure(self, kind: str, watch: bool) -> int:
         for f in self.failures:
-            if f.remaining > 0 and (watch or not f.watch_only):
+            if f.remaining > 0 and (watch or not f.watch_only) and f.kind in ("", kind):
                 f.remaining -= 1
                 status = f.status
                 self.failures = [x for x in self.failures if x.remaining > 0]
@@ -501,7 +503,7 @@ class _Handler(BaseHTTPRequestHandler):
         with fake.cond:
             req = Request(kind, watch, params)
             fake.requests.append(req)
-            failure = fake._take_failure(watch)
+            failure = fake._take_failure(kind, watch)
         if failure:
             req.status = failure
             self._send_json(failure, _status(failure, "InternalError", f"injected failure {failure}"))
