@@ -8,6 +8,8 @@ Everything after the trackers works on these frozen dataclasses only. Pure, no k
 from __future__ import annotations
 
 import ipaddress
+import socket
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -26,7 +28,7 @@ class BadObject(ValueError):
     """An object that cannot be used; the message names its kind, namespace/name and the reason."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ServicePort:
     """One entry of spec.ports of a Service."""
 
@@ -42,7 +44,7 @@ class ServicePort:
     """node port for NodePort/LoadBalancer services, None when not allocated"""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Service:
     """The fields of a v1 Service that decide its frontends."""
 
@@ -83,7 +85,7 @@ class Service:
         return f"{self.namespace}/{self.name}"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class EndpointPort:
     """One entry of ports of an EndpointSlice."""
 
@@ -95,7 +97,7 @@ class EndpointPort:
     """backend port number; None means "all ports" (unusable for a proxy)"""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Endpoint:
     """One entry of endpoints of an EndpointSlice."""
 
@@ -117,7 +119,7 @@ class Endpoint:
     """hints.forNodes[].name"""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class EndpointSlice:
     """The fields of a discovery.k8s.io/v1 EndpointSlice that decide backends."""
 
@@ -344,33 +346,10 @@ def parse_endpoint_slice(obj: Mapping[str, Any]) -> EndpointSlice:
             )
         )
 
-    endpoints: list[Endpoint] = []
-    for i, raw in enumerate(_list(ctx, obj.get("endpoints"), "endpoints")):
-        where = f"endpoints[{i}]"
-        raw = _mapping(ctx, raw, where)
-        addresses = [str(a) for a in _list(ctx, raw.get("addresses"), f"{where}.addresses")]
-        if not addresses:
-            raise ctx.bad(f"no addresses in {where}")
-        if address_type != "FQDN":
-            for a in addresses:
-                addr = _ipv4_or_6(ctx, a, f"{where}.addresses")
-                if f"IPv{addr.version}" != address_type:
-                    raise ctx.bad(f"address {a!r} in {where} is not {address_type}")
-            addresses = [str(ipaddress.ip_address(a)) for a in addresses]
-        cond = _mapping(ctx, raw.get("conditions"), f"{where}.conditions")
-        hints = _mapping(ctx, raw.get("hints"), f"{where}.hints")
-        endpoints.append(
-            Endpoint(
-                addresses=tuple(addresses),
-                ready=_opt_bool(ctx, cond.get("ready"), f"{where}.conditions.ready"),
-                serving=_opt_bool(ctx, cond.get("serving"), f"{where}.conditions.serving"),
-                terminating=_opt_bool(ctx, cond.get("terminating"), f"{where}.conditions.terminating"),
-                node_name=str(raw.get("nodeName") or ""),
-                zone=str(raw.get("zone") or ""),
-                hints_for_zones=_hint_names(ctx, hints.get("forZones"), f"{where}.hints.forZones"),
-                hints_for_nodes=_hint_names(ctx, hints.get("forNodes"), f"{where}.hints.forNodes"),
-            )
-        )
+    endpoints = tuple(
+        _endpoint(ctx, i, raw, address_type)
+        for i, raw in enumerate(_list(ctx, obj.get("endpoints"), "endpoints"))
+    )
 
     return EndpointSlice(
         namespace=ctx.namespace,
@@ -378,9 +357,65 @@ def parse_endpoint_slice(obj: Mapping[str, Any]) -> EndpointSlice:
         service_name=labels.get(SERVICE_NAME_LABEL, ""),
         address_type=str(address_type),
         ports=tuple(ports),
-        endpoints=tuple(endpoints),
+        endpoints=endpoints,
         annotations=_str_map(ctx, meta.get("annotations"), "metadata.annotations"),
     )
+
+
+_NO_HINTS: Mapping[str, Any] = {}
+
+
+def _endpoint(ctx: _Ctx, i: int, raw: Any, address_type: Any) -> Endpoint:
+    """endpoints[i] of a slice. The common shape (plain dicts, bools) takes the fast path: parsing
+    100k endpoints is most of a cold start; error paths build their messages only when needed."""
+    if type(raw) is not dict:
+        raw = _mapping(ctx, raw, f"endpoints[{i}]")
+    get = raw.get
+    addrs = get("addresses")
+    if type(addrs) is not list:
+        addrs = _list(ctx, addrs, f"endpoints[{i}].addresses")
+    if not addrs:
+        raise ctx.bad(f"no addresses in endpoints[{i}]")
+    if address_type == "FQDN":
+        addresses = tuple(str(a) for a in addrs)
+    else:
+        addresses = tuple(_endpoint_address(ctx, str(a), i, address_type) for a in addrs)
+    cond = get("conditions")
+    if type(cond) is not dict:
+        cond = _mapping(ctx, cond, f"endpoints[{i}].conditions")
+    flags = []
+    for name in ("ready", "serving", "terminating"):
+        value = cond.get(name)
+        if value is not None and value is not True and value is not False:
+            raise ctx.bad(f"endpoints[{i}].conditions.{name} is not a boolean: {value!r}")
+        flags.append(value)
+    hints = get("hints")
+    hints = _NO_HINTS if hints is None else _mapping(ctx, hints, f"endpoints[{i}].hints")
+    return Endpoint(
+        addresses=addresses,
+        ready=flags[0],
+        serving=flags[1],
+        terminating=flags[2],
+        node_name=sys.intern(str(get("nodeName") or "")),
+        zone=sys.intern(str(get("zone") or "")),
+        hints_for_zones=_hint_names(ctx, hints.get("forZones"), f"endpoints[{i}].hints.forZones") if hints else (),
+        hints_for_nodes=_hint_names(ctx, hints.get("forNodes"), f"endpoints[{i}].hints.forNodes") if hints else (),
+    )
+
+
+def _endpoint_address(ctx: _Ctx, a: str, i: int, address_type: Any) -> str:
+    """An address of endpoints[i] in canonical form; BadObject when invalid or of the other family."""
+    if address_type == "IPv4":
+        # fast path: a canonical dotted quad round-trips unchanged
+        try:
+            if socket.inet_ntop(socket.AF_INET, socket.inet_pton(socket.AF_INET, a)) == a:
+                return a
+        except OSError:
+            pass
+    addr = _ipv4_or_6(ctx, a, f"endpoints[{i}].addresses")
+    if f"IPv{addr.version}" != address_type:
+        raise ctx.bad(f"address {a!r} in endpoints[{i}] is not {address_type}")
+    return str(addr)
 
 
 def _hint_names(ctx: _Ctx, value: Any, where: str) -> tuple[str, ...]:

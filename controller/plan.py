@@ -36,7 +36,7 @@ class FrontendKey(NamedTuple):
     """SVC_SCOPE_EXT or SVC_SCOPE_INT"""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class FrontendEntry:
     """Slot 0 of a frontend, its name and its slots."""
 
@@ -57,7 +57,7 @@ class FrontendEntry:
         return self.name.rsplit(":", 1)[0]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class BackendEntry:
     """One element of the backend map."""
 
