@@ -16,8 +16,10 @@ import time
 from dataclasses import dataclass, field
 from types import FrameType
 
+from bpfproxy.controller.health import ProxierHealth, serve_endpoints
+from bpfproxy.controller.metrics import ProxierMetrics, svcstat_reader
 from bpfproxy.controller.plan import Limits
-from bpfproxy.controller.proxier import Proxier
+from bpfproxy.controller.proxier import Proxier, tune_gc
 from bpfproxy.controller.source_file import FileSource
 from bpfproxy.controller.source_kube import KubeSource, new_api_client
 from bpfproxy.controller.sync import MapsWriter
@@ -58,6 +60,10 @@ class AgentConfig:
     """kube: kubeconfig file; None = the in-cluster service account"""
     kube_server_timeout: int = 300
     """kube: seconds the API server keeps one watch open (the client read timeout is a few more)"""
+    metrics_bind_address: str = "127.0.0.1:10249"
+    """HOST:PORT of /metrics ("" = no metrics server)"""
+    healthz_bind_address: str = "0.0.0.0:10256"
+    """HOST:PORT of /healthz and /livez ("" = no health server)"""
 
 
 def run_agent(config: AgentConfig) -> int:
@@ -85,13 +91,20 @@ def run_agent(config: AgentConfig) -> int:
     maps = DatapathMaps(config.pin_dir, settings.size_defines())
     limits = Limits(lb_entries=settings.lb_map_max, backends=settings.backend_map_max, svc_ids=settings.svc_id_max)
     node = NodeConfig(node_name=config.node_name, node_ips=config.node_ips, cluster_cidrs=config.cluster_cidrs)
+    tune_gc()
+    metrics, health = ProxierMetrics(), ProxierHealth(2 * config.full_sync_period)
     proxier = Proxier(
         MapsWriter(maps),
         node=node,
         limits=limits,
         min_sync_period=config.min_sync_period,
         max_sync_period=config.full_sync_period,
+        metrics=metrics,
+        health=health,
     )
+    metrics.add_frontend_stats(lambda: proxier.frontend_stats(svcstat_reader(maps)))
+    servers = serve_endpoints(metrics=metrics, health=health, metrics_bind=config.metrics_bind_address,
+                              healthz_bind=config.healthz_bind_address)
     attacher = Attacher(datapath.prog_fds)
     watcher = DeviceWatcher(
         list(config.pod_devices),
@@ -122,6 +135,8 @@ def run_agent(config: AgentConfig) -> int:
     stop.wait()
     for t in threads:
         t.join(timeout=5)
+    for server in servers:
+        server.close()
     maps.close()
     log.info("agent stopped: programs and maps left in place pin_dir=%s", config.pin_dir)
     return 0

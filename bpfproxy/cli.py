@@ -47,6 +47,10 @@ def _add_agent(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--svc-id-max", type=int, default=65536, help="frontend ids")
     p.add_argument("--ct-map-max", type=int, default=262144, help="conntrack entries (two per flow)")
     p.add_argument("--affinity-map-max", type=int, default=65536, help="session-affinity entries")
+    p.add_argument("--metrics-bind-address", default="127.0.0.1:10249",
+                   help="HOST:PORT of the Prometheus /metrics endpoint, '' to disable (default 127.0.0.1:10249)")
+    p.add_argument("--healthz-bind-address", default="0.0.0.0:10256",
+                   help="HOST:PORT of /healthz and /livez, '' to disable (default 0.0.0.0:10256)")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
 
 
@@ -299,6 +303,8 @@ def cmd_agent(args: argparse.Namespace) -> int:
         min_sync_period=args.min_sync_period,
         full_sync_period=args.full_sync_period,
         settings=settings,
+        metrics_bind_address=args.metrics_bind_address,
+        healthz_bind_address=args.healthz_bind_address,
     )
     return run_agent(config)
 

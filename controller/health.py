@@ -13,13 +13,16 @@ autoscaler's ToBeDeletedByClusterAutoscaler taint); /livez ignores the node. Bot
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from bpfproxy.controller.metrics import Counter, Route
+from bpfproxy.controller.metrics import Counter, HttpServer, ProxierMetrics, Route, metrics_routes
+
+log = logging.getLogger(__name__)
 
 #: taint the cluster autoscaler puts on a node before deleting it
 TO_BE_DELETED_TAINT = "ToBeDeletedByClusterAutoscaler"
@@ -120,3 +123,25 @@ def _node_eligible(node: Mapping[str, Any] | None) -> bool:
     if isinstance(taints, list):
         return not any(isinstance(t, Mapping) and t.get("key") == TO_BE_DELETED_TAINT for t in taints)
     return True
+
+
+def serve_endpoints(
+    *, metrics: ProxierMetrics, health: ProxierHealth, metrics_bind: str, healthz_bind: str
+) -> list[HttpServer]:
+    """Start the metrics server (/metrics, /proxyMode) and the health server (/healthz, /livez).
+
+    An empty bind address disables that server (as in kube-proxy). A server that cannot bind is
+    logged as an error and left out: the agent keeps programming the datapath without it.
+    """
+    metrics.registry.register(health.healthz_total)
+    metrics.registry.register(health.livez_total)
+    servers = []
+    for bind, routes, name in ((metrics_bind, metrics_routes(metrics), "metrics"),
+                               (healthz_bind, health.routes(), "healthz")):
+        if not bind:
+            continue
+        try:
+            servers.append(HttpServer(bind, routes, name=name))
+        except (OSError, ValueError) as e:
+            log.error("cannot serve %s address=%s error=%s; continuing without it", name, bind, e)
+    return servers

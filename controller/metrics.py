@@ -360,3 +360,17 @@ def metrics_routes(metrics: ProxierMetrics) -> dict[str, Route]:
         "/metrics": lambda: (200, CONTENT_TYPE, metrics.render()),
         "/proxyMode": lambda: (200, "text/plain; charset=utf-8", "ebpf"),
     }
+
+
+def svcstat_reader(maps: Any) -> Callable[[int], tuple[int, int]]:
+    """read(svc_id) -> (packets, bytes) summed over CPUs from bpx_svcstat_v1 of a DatapathMaps."""
+    import ctypes as ct
+
+    def read(svc_id: int) -> tuple[int, int]:
+        packets = nbytes = 0
+        for stat in maps.svcstat.get_percpu(ct.c_uint32(svc_id)):
+            packets += int(stat.packets)
+            nbytes += int(stat.bytes)
+        return packets, nbytes
+
+    return read

@@ -109,3 +109,23 @@ def test_proxier_drives_health() -> None:
     c.t += 1
     p.runner.tick()
     assert h.is_healthy()[0] is True
+
+
+def test_serve_endpoints_both_servers_and_a_bad_address_is_left_out() -> None:
+    from bpfproxy.controller.health import serve_endpoints
+    from bpfproxy.controller.metrics import ProxierMetrics
+
+    m, h = ProxierMetrics(), ProxierHealth(TIMEOUT)
+    servers = serve_endpoints(metrics=m, health=h, metrics_bind="127.0.0.1:0", healthz_bind="127.0.0.1:0")
+    try:
+        assert [s.name for s in servers] == ["metrics", "healthz"]
+        host, port = servers[1].address
+        assert get(f"http://{host}:{port}/livez")[0] == 200
+        host, port = servers[0].address
+        with urllib.request.urlopen(f"http://{host}:{port}/metrics", timeout=5) as resp:
+            assert 'kubeproxy_proxy_livez_total{code="200"} 1' in resp.read().decode()
+    finally:
+        for s in servers:
+            s.close()
+    m2, h2 = ProxierMetrics(), ProxierHealth(TIMEOUT)
+    assert serve_endpoints(metrics=m2, health=h2, metrics_bind="nonsense", healthz_bind="") == []
