@@ -262,11 +262,15 @@ class _KindWatcher:
                 seen.clear()
                 continue
             try:
-                body = _parse(resp.data)
-            except ValueError as e:
-                raise WatchError(f"list response is not JSON: {e}") from None
+                data = resp.data
+            except Exception as e:  # urllib3: reset or read timeout in the middle of the body
+                raise WatchError(f"list read failed: {type(e).__name__}: {e}") from None
             finally:
                 resp.release_conn()
+            try:
+                body = _parse(data)
+            except ValueError as e:
+                raise WatchError(f"list response is not JSON: {e}") from None
             if stop.is_set():
                 return
             if body.get("kind") == "Status":
