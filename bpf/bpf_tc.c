@@ -15,6 +15,7 @@ static __always_inline void affinity_map_update(struct affinity_key *k, struct a
 static __always_inline struct frag_val *frag_map_lookup(struct frag_key *k) { return bpx_frag_v1.lookup(k); }
 static __always_inline void frag_map_update(struct frag_key *k, struct frag_val *v) { bpx_frag_v1.update(k, v); }
 static __always_inline struct svc_cidr_val *svccidr_map_lookup(struct svc_cidr_key *k) { return bpx_svccidr_v1.lookup(k); }
+static __always_inline struct foreign_word *foreign_map_lookup(__u32 *w) { return bpx_foreign_v1.lookup(w); }
 static __always_inline struct verdict_count *verdict_map_lookup(__u32 *v) { return bpx_verdict_v2.lookup(v); }
 static __always_inline struct svc_stats *svcstat_map_lookup(__u32 *svc_id) { return bpx_svcstat_v1.lookup(svc_id); }
 
@@ -61,6 +62,9 @@ static __always_inline __u32 process_from_pod(struct __sk_buff *skb)
 	int res = parse_pkt(skb, &p);
 
 	if (res == PARSE_NOT_IPV4)
+		return V_PASS;
+	/* foreign traffic (pod to pod, to the world) costs one array lookup */
+	if (is_foreign_addr(p.daddr))
 		return V_PASS;
 	if (res == PARSE_BAD)
 		return is_service_addr(p.daddr) ? V_DROP_MALFORMED : unowned_verdict(p.daddr);

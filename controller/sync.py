@@ -54,6 +54,10 @@ class MapsWriter:
 
     def __init__(self, maps: DatapathMaps) -> None:
         self.maps = maps
+        self._read_addresses: set[str] | None = None
+        """frontend addresses found by the last read_applied (None: never read)"""
+        self._foreign_ready = False
+        """the foreign-prefix bitmap was rebuilt by this writer (then only new addresses need marking)"""
 
     def read_applied(self) -> DatapathState:
         """The state the maps hold now: frontends, slots, backends, names, address entries."""
@@ -93,6 +97,7 @@ class MapsWriter:
         for fkey, rest in slots.items():
             state.stray_slots |= {(fkey, s) for s in rest}
         state.addresses |= extra_addresses
+        self._read_addresses = set(state.addresses)
         for bkey, b in sorted(m.backend.items(), key=lambda kv: int(kv[0].value)):
             ident = int(bkey.value)
             state.backend_id_alloc.reserve(ident)
@@ -103,6 +108,15 @@ class MapsWriter:
     def apply(self, wp: WritePlan) -> None:
         """Execute the phases of wp in order; raises on the first failure."""
         m = self.maps
+        # the datapath passes traffic to a /16 marked foreign without looking further: the first apply
+        # rebuilds the bitmap from what the maps hold, and every new address is unmarked before it is written
+        if not self._foreign_ready:
+            m.rebuild_foreign(self._read_addresses)
+            self._foreign_ready = True
+            log.info("foreign prefixes rebuilt addresses=%s",
+                     "scanned" if self._read_addresses is None else len(self._read_addresses))
+        if wp.address_puts:
+            m.mark_service_addresses(wp.address_puts)
         if wp.stat_resets:
             zero = (m.svcstat.value_type * bpfsys.possible_cpus())()
             for ident in wp.stat_resets:

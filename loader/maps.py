@@ -12,18 +12,21 @@ import ipaddress
 import os
 import socket
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar, cast
 
 from bpfproxy.loader import bpfsys
 from bpfproxy.loader.structs import (
+    FOREIGN_WORDS,
     SVC_CIDR_MAX,
+    SVC_F_ADDR,
     AffinityKey,
     AffinityVal,
     Backend,
     CtEntry,
     CtKey,
+    ForeignWord,
     FragKey,
     FragVal,
     SvcCidrKey,
@@ -71,9 +74,10 @@ VERDICT = MapSpec("bpx_verdict_v2", "percpu_array", ct.c_uint32, VerdictCount, "
 SVCSTAT = MapSpec("bpx_svcstat_v1", "percpu_array", ct.c_uint32, SvcStats, "SVC_ID_MAX")
 SVCNAME = MapSpec("bpx_svcname_v1", "hash", ct.c_uint32, SvcName, "SVC_ID_MAX")
 SVCCIDR = MapSpec("bpx_svccidr_v1", "lpm_trie", SvcCidrKey, SvcCidrVal, "SVC_CIDR_MAX")
+FOREIGN = MapSpec("bpx_foreign_v1", "array", ct.c_uint32, ForeignWord, "FOREIGN_WORDS")
 
 #: every map, in maps.h order
-ALL_MAPS: tuple[MapSpec, ...] = (SVC, BACKEND, CT, AFFINITY, FRAG, VERDICT, SVCSTAT, SVCNAME, SVCCIDR)
+ALL_MAPS: tuple[MapSpec, ...] = (SVC, BACKEND, CT, AFFINITY, FRAG, VERDICT, SVCSTAT, SVCNAME, SVCCIDR, FOREIGN)
 
 #: pin names of earlier layouts: never opened, only removed by cleanup
 RETIRED_MAP_NAMES: tuple[str, ...] = ("bpx_verdict_v1",)
@@ -216,6 +220,7 @@ class DatapathMaps:
         self.svcstat: Map[ct.c_uint32, SvcStats] = opened[6]  # type: ignore[assignment]
         self.svcname: Map[ct.c_uint32, SvcName] = opened[7]  # type: ignore[assignment]
         self.svccidr: Map[SvcCidrKey, SvcCidrVal] = opened[8]  # type: ignore[assignment]
+        self.foreign: Map[ct.c_uint32, ForeignWord] = opened[9]  # type: ignore[assignment]
         self._all = opened
 
     def service_cidrs(self) -> list[str]:
@@ -235,6 +240,39 @@ class DatapathMaps:
             self.svccidr.put(_cidr_key(net), SvcCidrVal())
         for net in sorted(have - want):
             self.svccidr.delete(_cidr_key(net))
+        if want != have:
+            self.rebuild_foreign()
+
+    def rebuild_foreign(self, addresses: Iterable[str] | None = None) -> None:
+        """Rewrite the foreign-prefix bitmap: every /16 foreign except those of the service CIDRs and addresses.
+
+        addresses: every frontend address in the service map (None: scan the map's address entries).
+        From then on, writers must call mark_service_addresses before writing a new address entry.
+        """
+        if addresses is None:
+            addresses = [_ip_of_be32(k.addr) for k, v in self.svc.items()
+                         if k.port == 0 and k.proto == 0 and k.slot == 0 and v.flags & SVC_F_ADDR]
+        service = [0] * FOREIGN_WORDS
+        cidrs = [str(_cidr_of_key(k)) for k in self.svccidr.keys()]  # noqa: SIM118
+        for net16 in _nets16(addresses, cidrs):
+            service[net16 >> 6] |= 1 << (net16 & 63)
+        every = (1 << 64) - 1
+        self.foreign.put_many([(ct.c_uint32(w), ForeignWord(bits=every & ~service[w])) for w in range(FOREIGN_WORDS)])
+
+    def mark_service_addresses(self, addresses: Iterable[str]) -> None:
+        """Clear the foreign bit of each address's /16: call before writing their address entries."""
+        words: dict[int, int] = {}
+        for net16 in _nets16(addresses, []):
+            words[net16 >> 6] = words.get(net16 >> 6, 0) | 1 << (net16 & 63)
+        for w, bits in sorted(words.items()):
+            key = ct.c_uint32(w)
+            cur = self.foreign.get(key)
+            if cur is not None and cur.bits & bits:
+                self.foreign.put(key, ForeignWord(bits=cur.bits & ~bits))
+
+    def reset_foreign(self) -> None:
+        """Forget every foreign prefix (all zero): every packet takes the full path."""
+        self.foreign.put_many([(ct.c_uint32(w), ForeignWord(bits=0)) for w in range(FOREIGN_WORDS)])
 
     def close(self) -> None:
         """Close every fd."""
@@ -266,6 +304,20 @@ def parse_service_cidrs(cidrs: Sequence[str]) -> set[ipaddress.IPv4Network]:
     if len(nets) > SVC_CIDR_MAX:
         raise ValueError(f"service CIDRs {sorted(map(str, nets))}: {len(nets)} given, at most {SVC_CIDR_MAX}")
     return nets
+
+
+def _ip_of_be32(value: int) -> str:
+    """A dotted address of a u32 holding it in network order."""
+    return socket.inet_ntoa(int(value).to_bytes(4, sys.byteorder))
+
+
+def _nets16(addresses: Iterable[str], cidrs: Iterable[str]) -> set[int]:
+    """Numbers (address >> 16) of the /16 prefixes holding an address or overlapping a CIDR."""
+    out = {int(ipaddress.IPv4Address(a)) >> 16 for a in addresses}
+    for c in cidrs:
+        net = ipaddress.IPv4Network(c)
+        out.update(range(int(net.network_address) >> 16, (int(net.broadcast_address) >> 16) + 1))
+    return out
 
 
 def _cidr_key(net: ipaddress.IPv4Network) -> SvcCidrKey:

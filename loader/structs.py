@@ -137,6 +137,12 @@ class SvcCidrVal(ct.Structure):
     _fields_ = [("flags", ct.c_uint32)]
 
 
+class ForeignWord(ct.Structure):
+    """struct foreign_word: 64 bits of the foreign-prefix bitmap (bit set: that /16 is not service space)."""
+
+    _fields_ = [("bits", ct.c_uint64)]
+
+
 class SvcName(ct.Structure):
     """struct svc_name: "namespace/name:port/proto" of a frontend, for inspection."""
 
@@ -159,6 +165,7 @@ STRUCTS: dict[str, type[ct.Structure]] = {
     "svc_name": SvcName,
     "svc_cidr_key": SvcCidrKey,
     "svc_cidr_val": SvcCidrVal,
+    "foreign_word": ForeignWord,
 }
 
 
@@ -200,3 +207,4 @@ CT_DIR_FWD = c_define("CT_DIR_FWD")
 CT_DIR_REPLY = c_define("CT_DIR_REPLY")
 SVC_NAME_LEN = c_define("SVC_NAME_LEN")
 SVC_CIDR_MAX = c_define("SVC_CIDR_MAX")
+FOREIGN_WORDS = c_define("FOREIGN_WORDS")

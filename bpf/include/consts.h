@@ -38,6 +38,9 @@
 #define SVC_CIDR_MAX 16
 #endif
 
+/* words of the foreign-prefix bitmap: one bit per /16 of the IPv4 space, 64 per word */
+#define FOREIGN_WORDS 1024
+
 /* bytes of the service name kept for inspection ("ns/name:port/proto") */
 #define SVC_NAME_LEN 128
 

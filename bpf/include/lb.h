@@ -33,6 +33,16 @@ static __always_inline int is_service_addr(__be32 addr)
 	return svc_map_lookup(&k) != NULL;
 }
 
+/* whether addr's /16 is known to hold no service address and no service CIDR (one array lookup) */
+static __always_inline int is_foreign_addr(__be32 addr)
+{
+	__u32 net = bpx_ntohl(addr) >> 16;
+	__u32 w = net >> 6;
+	struct foreign_word *f = foreign_map_lookup(&w);
+
+	return f && ((f->bits >> (net & 63)) & 1);
+}
+
 /* whether addr lies inside a service CIDR (--service-cidr) */
 static __always_inline int in_service_cidr(__be32 addr)
 {

@@ -27,6 +27,8 @@ static __always_inline struct frag_val *frag_map_lookup(struct frag_key *k);
 static __always_inline void frag_map_update(struct frag_key *k, struct frag_val *v);
 /* the service CIDR holding the address of a /32 key, or NULL */
 static __always_inline struct svc_cidr_val *svccidr_map_lookup(struct svc_cidr_key *k);
+/* a word of the foreign-prefix bitmap, or NULL */
+static __always_inline struct foreign_word *foreign_map_lookup(__u32 *w);
 /* this CPU's counter of a verdict, or NULL */
 static __always_inline struct verdict_count *verdict_map_lookup(__u32 *v);
 /* this CPU's counters of a frontend, or NULL */

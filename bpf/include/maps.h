@@ -37,4 +37,9 @@ BPF_TABLE_PINNED("hash", __u32, struct svc_name, bpx_svcname_v1, SVC_ID_MAX, PIN
 /* service CIDRs (--service-cidr): an address inside one that no frontend owns is dropped */
 BPF_TABLE_PINNED("lpm_trie", struct svc_cidr_key, struct svc_cidr_val, bpx_svccidr_v1, SVC_CIDR_MAX, PIN_DIR "/bpx_svccidr_v1", BPF_F_NO_PREALLOC);
 
+/* /16 prefixes known to hold no service address and no service CIDR: traffic to them passes at once.
+ * Written by the agent (a bit is cleared before an address entry in its /16 is written); all zero,
+ * as a fresh map is, means "nothing known": every packet takes the full path */
+BPF_TABLE_PINNED("array", __u32, struct foreign_word, bpx_foreign_v1, FOREIGN_WORDS, PIN_DIR "/bpx_foreign_v1");
+
 #endif /* BPFPROXY_MAPS_H */

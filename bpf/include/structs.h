@@ -107,6 +107,11 @@ struct svc_cidr_val {
 	__u32 flags;  /* zero (reserved) */
 };
 
+/* one word of the foreign-prefix bitmap (array indexed by /16 number >> 6); 8 bytes */
+struct foreign_word {
+	__u64 bits;  /* bit (n & 63): the /16 numbered n holds no service address and no service CIDR */
+};
+
 /* service name for inspection, indexed by svc_id; never read by the datapath */
 struct svc_name {
 	char name[128]; /* "namespace/name:port/proto", NUL-terminated (SVC_NAME_LEN) */

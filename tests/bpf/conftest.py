@@ -12,6 +12,7 @@ from packets import Harness
 
 @pytest.fixture()
 def h(datapath: Datapath, maps: DatapathMaps) -> Iterator[Harness]:
-    """A harness on emptied maps (the service CIDRs too) and zeroed counters."""
+    """A harness on emptied maps (the service CIDRs too), no foreign prefix known, zeroed counters."""
+    maps.reset_foreign()
     maps.set_service_cidrs([])
     yield Harness(datapath, maps)

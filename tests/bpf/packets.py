@@ -171,6 +171,7 @@ def seed(maps: DatapathMaps, svc: Svc) -> None:
         SvcVal(count=len(live), svc_id=svc.svc_id, affinity_timeout=svc.affinity_timeout, flags=svc.flags),
     )
     if svc.addr_entry:
+        maps.mark_service_addresses([svc.addr])
         maps.svc.put(SvcKey(addr=n32(svc.addr)), SvcVal(flags=SVC_F_ADDR))
 
 

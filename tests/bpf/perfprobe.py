@@ -18,8 +18,9 @@ that each repetition is a genuine instance of the path it names:
   so every repetition finds its entry expired: backend choice, two conntrack writes, DNAT.
 - revnat: to_pod with two reply entries (B:8080 -> A:80 and A:80 -> B:8080): every repetition
   restores a frontend address and port.
-- pass (foreign TCP), drop-no-service (TCP to an unowned address inside the service CIDR) and
-  empty do not change the packet.
+- pass (foreign TCP; pass_full_path: the same with the foreign-prefix bitmap all zero, so the
+  frontend, address-entry and service-CIDR lookups all happen), drop_no_service (TCP to an unowned
+  address inside the service CIDR) and empty do not change the packet.
 - reject turns the packet into a reset going the other way: it is timed with repeat=1 calls
   (median of many) and reported next to the empty program timed the same way; that figure carries
   the kernel's per-call timer overhead, so compare it with empty-single, not with empty.
@@ -160,10 +161,10 @@ def _seed_many(maps: DatapathMaps, count: int) -> None:
         keys.append((svc_key(addr, 80, IPPROTO_TCP), SvcVal(count=1, svc_id=sid)))
         keys.append((SvcKey(addr=n32(addr)), SvcVal(flags=SVC_F_ADDR)))
     maps.backend.put_many(backends)
-    maps.svc.put_many(keys)
-    mark = getattr(maps, "mark_addresses", None)
+    mark = getattr(maps, "mark_service_addresses", None)
     if mark is not None:
         mark([socket.inet_ntoa(struct.pack("!I", start + i)) for i in range(count)])
+    maps.svc.put_many(keys)
 
 
 def _check(case: Case, repeat: int) -> None:
@@ -237,6 +238,9 @@ def main(argv: list[str] | None = None) -> int:
         _seed_pingpong(maps)
         _seed_replies(maps)
         _seed_pingpong(maps_new)
+        reset = getattr(maps_new, "reset_foreign", None)
+        if reset is not None:
+            reset()  # pass_full_path: no foreign prefix known, every lookup is made
         run_tc(dp.prog_fds[PROG_FROM_POD], est_a, repeat=2)  # creates both forward entries
         from_pod, to_pod = dp.prog_fds[PROG_FROM_POD], dp.prog_fds[PROG_TO_POD]
         noep = Svc(addr="10.96.0.12", port=80, svc_id=3, backends=[])
@@ -244,6 +248,8 @@ def main(argv: list[str] | None = None) -> int:
         cases = [
             Case("empty", empty_fd, est_a, None, None),
             Case("pass", from_pod, bytes(tcp(dst=OTHER, flags="A", payload=b"x" * 32)), Verdict.PASS, maps),
+            Case("pass_full_path", dp_new.prog_fds[PROG_FROM_POD], bytes(tcp(dst=OTHER, flags="A", payload=b"x" * 32)),
+                 Verdict.PASS, maps_new),
             Case("established", from_pod, est_a, Verdict.FWD_ESTABLISHED, maps),
             Case("new", dp_new.prog_fds[PROG_FROM_POD], syn_a, Verdict.FWD_NEW, maps_new),
             Case("revnat", to_pod, reply_b, Verdict.REVNAT, maps),

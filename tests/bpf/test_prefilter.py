@@ -1,0 +1,124 @@
+"""Foreign-prefix bitmap: traffic to a /16 with no service address or CIDR passes after one array lookup,
+and every verdict stays what the full path gives."""
+
+from __future__ import annotations
+
+import ctypes as ct
+from collections import Counter
+from typing import Any
+
+import pytest
+from bpfproxy.controller.sync import MapsWriter
+from bpfproxy.loader.structs import FOREIGN_WORDS, Verdict
+from bpfproxy.loader.testrun import TcAction
+from packets import BACKENDS, CLIENT, FRONTEND, OTHER, Harness, Svc, icmp, rebuilt, seed, tcp, udp
+from scapy.packet import Packet
+from test_forward import PASS_ROWS
+from test_reject import ICMP_ROWS, RST_ROWS, expected_icmp_unreach
+from test_service_cidr import CIDR, ROWS, WEB
+from test_sync_writer import fe, sync
+
+
+def _foreign(h: Harness, addr: str) -> bool:
+    a, b = (int(x) for x in addr.split(".")[:2])
+    net = a << 8 | b
+    word = h.maps.foreign.get(ct.c_uint32(net >> 6))
+    assert word is not None
+    return bool(word.bits >> (net & 63) & 1)
+
+
+@pytest.mark.parametrize(("desc", "pkt", "verdict", "action"), ROWS, ids=[r[0] for r in ROWS])
+def test_cidr_rows_with_prefilter(h: Harness, desc: str, pkt: Packet | bytes, verdict: Verdict, action: int) -> None:
+    seed(h.maps, WEB)
+    h.maps.set_service_cidrs([CIDR])  # rebuilds the bitmap from the service map and the CIDRs
+    assert not _foreign(h, FRONTEND) and _foreign(h, OTHER) and _foreign(h, "10.97.0.1")
+    res = h.from_pod(pkt)
+    assert res.action == action
+    assert h.verdicts() == Counter({verdict: 1})
+
+
+@pytest.mark.parametrize(("desc", "svcs", "pkt"), PASS_ROWS, ids=[r[0] for r in PASS_ROWS])
+def test_pass_rows_with_prefilter(h: Harness, desc: str, svcs: list[Svc], pkt: Packet) -> None:
+    for s in svcs:
+        seed(h.maps, s)
+    h.maps.rebuild_foreign()
+    res = h.from_pod(pkt)
+    assert (res.action, res.packet) == (TcAction.OK, bytes(pkt))
+    assert h.verdicts() == Counter({Verdict.PASS: 1})
+
+
+@pytest.mark.parametrize(("desc", "svc", "pkt", "want"), RST_ROWS[:2], ids=[r[0] for r in RST_ROWS[:2]])
+def test_reset_rows_with_prefilter(h: Harness, desc: str, svc: Svc, pkt: Packet, want: bytes) -> None:
+    seed(h.maps, svc)
+    h.maps.rebuild_foreign()
+    res = h.from_pod(pkt)
+    assert (res.action, res.packet) == (TcAction.REDIRECT, want)
+
+
+@pytest.mark.parametrize(("desc", "svc", "pkt"), ICMP_ROWS[:3], ids=[r[0] for r in ICMP_ROWS[:3]])
+def test_icmp_rows_with_prefilter(h: Harness, desc: str, svc: Svc, pkt: Packet) -> None:
+    seed(h.maps, svc)
+    h.maps.rebuild_foreign()
+    res = h.from_pod(pkt)
+    assert (res.action, res.packet) == (TcAction.REDIRECT, expected_icmp_unreach(pkt))
+
+
+def test_forward_and_revnat_with_prefilter(h: Harness) -> None:
+    seed(h.maps, Svc(backends=[(11, BACKENDS[0], 8080)]))
+    h.maps.rebuild_foreign()
+    assert _foreign(h, BACKENDS[0]) and _foreign(h, CLIENT)
+    pkt = tcp()
+    assert h.from_pod(pkt).packet == rebuilt(pkt, ip_dst=BACKENDS[0], dport=8080)
+    reply = tcp(src=BACKENDS[0], dst=CLIENT, sport=8080, dport=40000, flags="SA")
+    assert h.to_pod(reply).packet == rebuilt(reply, ip_src=FRONTEND, sport=80)  # to_pod ignores the bitmap
+    assert h.verdicts() == Counter({Verdict.FWD_NEW: 1, Verdict.REVNAT: 1})
+
+
+def test_rebuild_marks_cidrs_and_addresses_outside_them(h: Harness) -> None:
+    seed(h.maps, Svc(addr="192.168.7.7", backends=[(11, BACKENDS[0], 8080)]))
+    h.maps.set_service_cidrs(["10.96.0.0/12", "172.30.5.0/24"])
+    for addr in ("10.96.0.1", "10.111.255.255", "172.30.5.1", "172.30.200.1", "192.168.7.1"):
+        assert not _foreign(h, addr), addr
+    for addr in ("10.95.255.255", "10.112.0.0", "172.31.0.1", "192.169.0.1", "0.0.0.0", "255.255.255.255"):
+        assert _foreign(h, addr), addr
+    # a /24 CIDR leaves its whole /16 to the full path: the trie decides inside it
+    assert h.from_pod(tcp(dst="172.30.200.1")).action == TcAction.OK
+    assert h.from_pod(tcp(dst="172.30.5.9")).action == TcAction.SHOT
+    h.maps.set_service_cidrs([])
+    assert _foreign(h, "10.96.0.1") and not _foreign(h, "192.168.7.1")
+
+
+def test_reset_means_nothing_is_foreign(h: Harness) -> None:
+    h.maps.rebuild_foreign()
+    h.maps.reset_foreign()
+    words = [h.maps.foreign.get(ct.c_uint32(w)) for w in range(FOREIGN_WORDS)]
+    assert all(w is not None and w.bits == 0 for w in words)
+    seed(h.maps, WEB)
+    assert h.from_pod(tcp(dport=81)).action == TcAction.REDIRECT
+
+
+def test_writer_rebuilds_then_unmarks_new_addresses_before_writing(h: Harness, maps: Any) -> None:
+    w = MapsWriter(maps)
+    sync(w, [fe("default/web", "10.96.0.10", 80, [(BACKENDS[0], 8080)])])
+    assert not _foreign(h, "10.96.0.10") and _foreign(h, "172.16.0.1")
+    pkt = tcp()
+    assert h.from_pod(pkt).packet == rebuilt(pkt, ip_dst=BACKENDS[0], dport=8080)
+    # a second frontend in a /16 that was foreign: unmarked before its entries are written
+    sync(w, [fe("default/web", "10.96.0.10", 80, [(BACKENDS[0], 8080)]),
+             fe("default/ext", "172.16.0.1", 53, [(BACKENDS[1], 5353)])])
+    assert not _foreign(h, "172.16.0.1")
+    res = h.from_pod(tcp(dst="172.16.0.1", dport=53))
+    assert res.action == TcAction.OK and res.packet[30:34] == bytes(map(int, BACKENDS[1].split(".")))
+    assert h.from_pod(udp(dst="172.16.0.1")).action == TcAction.REDIRECT  # unserved port: rejected, not passed
+    assert h.from_pod(icmp(dst="172.17.0.1")).action == TcAction.OK
+    assert h.verdicts() == Counter({Verdict.FWD_NEW: 2, Verdict.REJECT_ICMP: 1, Verdict.PASS: 1})
+
+
+def test_restarted_writer_rebuilds_from_what_it_read(h: Harness, maps: Any) -> None:
+    sync(MapsWriter(maps), [fe("default/web", "10.96.0.10", 80, [(BACKENDS[0], 8080)])])
+    maps.reset_foreign()  # as a map pinned fresh next to an older service map
+    w = MapsWriter(maps)
+    _, writes = sync(w, [fe("default/web", "10.96.0.10", 80, [(BACKENDS[0], 8080)])])
+    assert writes == 0 and not _foreign(h, "10.96.0.10") and _foreign(h, OTHER)
+    assert h.from_pod(tcp()).action == TcAction.OK
+    assert h.verdicts() == Counter({Verdict.FWD_NEW: 1})
