@@ -244,14 +244,14 @@ def test_device_watcher_follows_devices(datapath, node: Node) -> None:  # type: 
         watcher = DeviceWatcher(["veth*", "lxc*"], on_add, on_remove)
     watcher.start()
     try:
-        assert watcher.synced.wait(2)
+        assert watcher.synced.wait(10)
         assert sorted(n for n, _ in added) == ["veth0", "veth1"]
         assert attached_devs() == {"veth0", "veth1"}
 
         ns("ip", "link", "add", "lxcbroken", "type", "veth", "peer", "name", "peerbroken")
         ns("ip", "link", "add", "veth7", "type", "veth", "peer", "name", "peer7")
         ns("ip", "link", "add", "other0", "type", "veth", "peer", "name", "other0p")
-        assert wait_for(lambda: "veth7" in attached_devs(), 1.0), added
+        assert wait_for(lambda: "veth7" in attached_devs(), 10.0), added
         first_index = watcher.known().get(next(i for n, i in added if n == "veth7"))
         assert first_index == "veth7"
         assert {n for n, _ in added} == {"veth0", "veth1", "veth7", "lxcbroken"}  # not other0 nor peer7
@@ -265,20 +265,20 @@ def test_device_watcher_follows_devices(datapath, node: Node) -> None:  # type: 
         assert [n for n, _ in added[count:] if n != "lxcbroken"] == []
 
         ns("ip", "link", "del", "veth7")
-        assert wait_for(lambda: any(n == "veth7" for n, _ in removed), 1.0)
+        assert wait_for(lambda: any(n == "veth7" for n, _ in removed), 10.0)
         assert "veth7" not in attacher.attached()
         ns("ip", "link", "add", "veth7", "type", "veth", "peer", "name", "peer7")
-        assert wait_for(lambda: sum(n == "veth7" for n, _ in added) == 2, 1.0)
+        assert wait_for(lambda: sum(n == "veth7" for n, _ in added) == 2, 10.0)
         indexes = [i for n, i in added if n == "veth7"]
         assert indexes[0] != indexes[1]
-        assert wait_for(lambda: "veth7" in attached_devs(), 1.0)
+        assert wait_for(lambda: "veth7" in attached_devs(), 10.0)
 
         # rename away from the globs and back: remove, then add
         ns("ip", "link", "set", "veth1", "down")
         ns("ip", "link", "set", "veth1", "name", "renamed1")
-        assert wait_for(lambda: any(n == "veth1" for n, _ in removed), 1.0)
+        assert wait_for(lambda: any(n == "veth1" for n, _ in removed), 10.0)
         ns("ip", "link", "set", "renamed1", "name", "lxc1")
-        assert wait_for(lambda: "lxc1" in attached_devs(), 1.0)
+        assert wait_for(lambda: "lxc1" in attached_devs(), 10.0)
         assert "veth0" in attacher.attached()  # the failing device never disturbed the others
     finally:
         watcher.stop()
