@@ -50,5 +50,18 @@ demo: venv
 lab-down: venv
 	$(VENV)/bin/bpfproxy lab down --all
 
+## bench: B1 per-packet, B2 end to end vs kube-proxy iptables/nftables, B4 memory (root, ~30 min); see bench/README.md
+## bench-quick: the same with fewer sizes and repeats (under 5 minutes)
+BENCH_PKGS := iptables nftables gcc python3-matplotlib
+BENCH_DEPS  = dpkg -s $(BENCH_PKGS) >/dev/null 2>&1 || { apt-get update -q && apt-get install -y -q $(BENCH_PKGS); }
+
+bench: venv
+	@$(BENCH_DEPS)
+	$(PY) bench/run.py
+
+bench-quick: venv
+	@$(BENCH_DEPS)
+	$(PY) bench/run.py --quick
+
 clean:
 	rm -rf $(VENV) build *.egg-info

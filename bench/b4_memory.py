@@ -1,0 +1,160 @@
+"""B4: memory of the real agent and of its BPF maps at 1k, 10k and 100k endpoints.
+
+Place in the data flow: a benchmark. For each size it starts `bpfproxy agent` on a file source of
+N/10 services x 10 endpoints in a fresh namespace (map sizes from common.sizes_need, as an
+operator would set them), waits for "agent ready", then reads the agent's VmRSS / VmHWM from
+/proc/<pid>/status and the memlock of every BPF map it holds from /proc/<pid>/fdinfo (the kernel's
+own accounting of the map's memory), with each map's max_entries, so one sees that map memory
+follows the settings (maps are preallocated) rather than the number of services.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from common import CLEANUP, CLUSTER_CIDR, ENDPOINTS_PER_SERVICE, Row, end_process, log, sizes_need
+from workload import NODE_NAME, bench_services, write_source
+
+from bpfproxy.lab import netns
+
+
+@dataclass(frozen=True)
+class B4Config:
+    """Sizes of one B4 run."""
+
+    endpoints: tuple[int, ...]
+    """numbers of endpoints (services = endpoints / 10)"""
+
+
+def status_kib(pid: int, field: str) -> int:
+    """A kB field (VmRSS, VmHWM) of /proc/<pid>/status."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise KeyError(f"{field} not in /proc/{pid}/status")
+
+
+def bpf_maps_of(pid: int) -> dict[int, dict[str, int | str]]:
+    """Every BPF map pid holds an fd of, by map id: memlock bytes, max_entries, key/value size, name."""
+    maps: dict[int, dict[str, int | str]] = {}
+    fd_dir = Path(f"/proc/{pid}/fd")
+    for fd in os.listdir(fd_dir):
+        try:
+            if os.readlink(fd_dir / fd) != "anon_inode:bpf-map":
+                continue
+            info = Path(f"/proc/{pid}/fdinfo/{fd}").read_text()
+        except OSError:
+            continue
+        fields = dict(re.findall(r"^(\w+):\s+(\S+)", info, re.M))
+        map_id = int(fields.get("map_id", "-1"))
+        maps[map_id] = {
+            "memlock": int(fields.get("memlock", "0")),
+            "max_entries": int(fields.get("max_entries", "0")),
+            "key_size": int(fields.get("key_size", "0")),
+            "value_size": int(fields.get("value_size", "0")),
+            "name": _map_name(map_id),
+        }
+    return maps
+
+
+def _map_name(map_id: int) -> str:
+    """The name bpftool would show, through BPF_MAP_GET_FD_BY_ID + info (empty when unavailable)."""
+    try:
+        from bpfproxy.loader import bpfsys
+
+        fd = _map_fd_by_id(map_id)
+        try:
+            return bytes(bpfsys.map_info(fd).name).decode(errors="replace")
+        finally:
+            os.close(fd)
+    except Exception:
+        return f"id{map_id}"
+
+
+def _map_fd_by_id(map_id: int) -> int:
+    import ctypes as ct
+
+    from bpfproxy.loader import bpfsys
+
+    class _Attr(ct.Structure):
+        _fields_ = [("map_id", ct.c_uint32), ("next_id", ct.c_uint32), ("open_flags", ct.c_uint32)]
+
+    return bpfsys.bpf(14, _Attr(map_id=map_id), f"BPF_MAP_GET_FD_BY_ID {map_id}")  # BPF_MAP_GET_FD_BY_ID
+
+
+def run(cfg: B4Config) -> list[Row]:
+    """Start the agent at each size; rows of RSS, peak RSS, map memory and time to ready."""
+    rows: list[Row] = []
+    workdir = Path(tempfile.mkdtemp(prefix="bench-b4-"))
+    CLEANUP.push(f"remove {workdir}", lambda: shutil.rmtree(workdir, ignore_errors=True))
+    for eps in cfg.endpoints:
+        services = max(1, eps // ENDPOINTS_PER_SERVICE)
+        rid = netns.run_id()
+        ns = f"bench-{os.getpid()}-{rid}-mem"
+        pin_dir = f"/sys/fs/bpf/bench-{os.getpid()}-{rid}-mem"
+        source = workdir / f"{rid}.json"
+        write_source(source, bench_services(services))
+        need = sizes_need(services)
+        netns.create(ns)
+        CLEANUP.push(f"delete {ns}", partial(netns.delete, ns))
+        CLEANUP.push(f"remove {pin_dir}", partial(shutil.rmtree, pin_dir, ignore_errors=True))
+        argv = [
+            sys.executable, "-m", "bpfproxy", "agent", "--source", f"file:{source}", "--pin-dir", pin_dir,
+            "--pod-devices", f"bn{rid}*", "--node-name", NODE_NAME, "--cluster-cidr", CLUSTER_CIDR,
+            "--lb-map-max", str(need["lb_map_max"]), "--backend-map-max", str(need["backend_map_max"]),
+            "--svc-id-max", str(need["svc_id_max"]),
+        ]  # fmt: skip
+        logfile = workdir / f"{rid}.log"
+        started = time.monotonic()
+        with open(logfile, "wb") as out:
+            proc: subprocess.Popen[Any] = subprocess.Popen(
+                [*netns.ns_prefix(ns), *argv], stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            )
+        CLEANUP.push("stop b4 agent", partial(end_process, proc, timeout=10))
+        try:
+            while "agent ready" not in logfile.read_text():
+                if proc.poll() is not None:
+                    raise RuntimeError(f"b4: agent exited early:\n{logfile.read_text()[-3000:]}")
+                if time.monotonic() - started > 600:
+                    raise TimeoutError(f"b4: agent not ready after 600 s at {eps} endpoints")
+                time.sleep(0.05)
+            ready = time.monotonic() - started
+            time.sleep(1.0)  # let the sync threads settle
+            rss = status_kib(proc.pid, "VmRSS") / 1024
+            hwm = status_kib(proc.pid, "VmHWM") / 1024
+            maps = bpf_maps_of(proc.pid)
+        finally:
+            end_process(proc, timeout=10)
+            netns.sh([sys.executable, "-m", "bpfproxy", "cleanup", "--pin-dir", pin_dir], ns=ns, check=False)
+            shutil.rmtree(pin_dir, ignore_errors=True)
+            netns.delete(ns)
+        total = sum(int(m["memlock"]) for m in maps.values()) / 2**20
+
+        def emit(metric: str, value: float, unit: str, services: int = services, eps: int = eps) -> None:
+            rows.append(Row("b4", "bpfproxy", services, eps, metric, round(value, 3), unit))
+
+        emit("agent_rss", rss, "MiB")
+        emit("agent_rss_peak", hwm, "MiB")
+        emit("bpf_map_memory", total, "MiB")
+        emit("ready_s", ready, "s")
+        for m in sorted(maps.values(), key=lambda m: str(m["name"])):
+            emit(f"map.{m['name']}.memlock", int(m["memlock"]) / 2**20, "MiB")
+            emit(f"map.{m['name']}.max_entries", int(m["max_entries"]), "entries")
+        log(f"b4 endpoints={eps} rss_mib={rss:.1f} peak_mib={hwm:.1f} maps_mib={total:.1f} ready_s={ready:.1f}")
+    return rows
+
+
+def config(quick: bool) -> B4Config:
+    """The B4 settings (the same in both modes: the agent starts in seconds)."""
+    return B4Config(endpoints=(1000, 10000, 100000))
