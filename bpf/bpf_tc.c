@@ -53,18 +53,33 @@ static __always_inline __u32 handle_other_from_pod(struct __sk_buff *skb, const 
 	return reject_icmp(skb, p);
 }
 
+/* whether skb is IPv4 to a foreign /16 (no service address, no service CIDR): read before any parsing */
+static __always_inline int to_foreign(struct __sk_buff *skb)
+{
+	void *data = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
+	struct ethhdr *eth = data;
+	struct iphdr *ip = data + IP_OFF;
+
+	/* headers outside the linear area: parse_pkt pulls them and the full path decides */
+	if ((void *)(ip + 1) > data_end || eth->h_proto != bpx_htons(ETH_P_IP))
+		return 0;
+	return is_foreign_addr(ip->daddr);
+}
+
 /* the verdict for a packet leaving a pod: pass, forward to a backend, reject or drop */
 static __always_inline __u32 process_from_pod(struct __sk_buff *skb)
 {
 	struct pkt p = {};
 	struct svc_val *svc;
 	__u64 now = 0;
-	int res = parse_pkt(skb, &p);
+	int res;
 
-	if (res == PARSE_NOT_IPV4)
-		return V_PASS;
 	/* foreign traffic (pod to pod, to the world) costs one array lookup */
-	if (is_foreign_addr(p.daddr))
+	if (to_foreign(skb))
+		return V_PASS;
+	res = parse_pkt(skb, &p);
+	if (res == PARSE_NOT_IPV4)
 		return V_PASS;
 	if (res == PARSE_BAD)
 		return is_service_addr(p.daddr) ? V_DROP_MALFORMED : unowned_verdict(p.daddr);

@@ -23,7 +23,10 @@ that each repetition is a genuine instance of the path it names:
   address inside the service CIDR) and empty do not change the packet.
 - reject turns the packet into a reset going the other way: it is timed with repeat=1 calls
   (median of many) and reported next to the empty program timed the same way; that figure carries
-  the kernel's per-call timer overhead, so compare it with empty-single, not with empty.
+  the kernel's per-call timer overhead, so compare it with empty_single, not with empty.
+- new_single: the honest insert. Every repeat=1 call gets a SYN from another source port, so both
+  conntrack entries are inserted into the table (no expired entry replaced, unlike `new`); compare
+  it with established_single, timed the same way (single calls run with colder caches).
 Before timing, each case is run once more with the verdict counters zeroed and must produce only
 its verdict (so a typo in the setup cannot time the wrong path). Cases are interleaved round by
 round; each figure is the median of --runs rounds. The process is pinned to one CPU.
@@ -92,6 +95,8 @@ class Case:
     maps: DatapathMaps | None
     single: bool = False
     """timed with repeat=1 calls (the program changes the packet in a way no setup can undo)"""
+    fresh: Iterator[bytes] | None = None
+    """single calls take their packets from here (new_single: a new source port, so a new flow, each)"""
 
 
 def _pin_dir(tag: str) -> str:
@@ -173,7 +178,7 @@ def _check(case: Case, repeat: int) -> None:
         return
     _zero_verdicts(case.maps)
     reps = 1 if case.single else repeat
-    run_tc(case.fd, case.packet, repeat=reps)
+    run_tc(case.fd, next(case.fresh) if case.fresh is not None else case.packet, repeat=reps)
     got = _verdicts(case.maps)
     if got != {case.verdict.name: reps}:
         raise SystemExit(f"case {case.name}: expected {reps} x {case.verdict.name}, got {got}")
@@ -181,7 +186,10 @@ def _check(case: Case, repeat: int) -> None:
 
 def _time(case: Case, repeat: int, single_calls: int) -> float:
     if case.single:
-        return statistics.median(run_tc(case.fd, case.packet).duration_ns for _ in range(single_calls))
+        src = case.fresh
+        return statistics.median(
+            run_tc(case.fd, next(src) if src is not None else case.packet).duration_ns for _ in range(single_calls)
+        )
     return float(run_tc(case.fd, case.packet, repeat=repeat).duration_ns)
 
 
@@ -195,6 +203,19 @@ def _measure(cases: list[Case], runs: int, repeat: int, single_calls: int) -> di
     return {name: statistics.median(vals) for name, vals in samples.items()} | {
         f"{name}:min": min(vals) for name, vals in samples.items()
     }
+
+
+def _new_flows(packet: bytes, first_sport: int) -> Iterator[bytes]:
+    """packet (Ethernet/IPv4 without options/TCP) with source ports first_sport, first_sport+1, ...: checksum fixed."""
+    check = int.from_bytes(packet[50:52], "big")
+    old = int.from_bytes(packet[34:36], "big")
+    sport = first_sport
+    while True:
+        s = (~check & 0xFFFF) + (~old & 0xFFFF) + sport
+        s = (s & 0xFFFF) + (s >> 16)
+        s = (s & 0xFFFF) + (s >> 16)
+        yield packet[:34] + sport.to_bytes(2, "big") + packet[36:50] + (~s & 0xFFFF).to_bytes(2, "big") + packet[52:]
+        sport = 1024 + (sport - 1024 + 1) % 64000
 
 
 def _map_memory(maps: DatapathMaps) -> dict[str, int]:
@@ -254,6 +275,8 @@ def main(argv: list[str] | None = None) -> int:
             Case("new", dp_new.prog_fds[PROG_FROM_POD], syn_a, Verdict.FWD_NEW, maps_new),
             Case("revnat", to_pod, reply_b, Verdict.REVNAT, maps),
             Case("empty_single", empty_fd, est_a, None, None, single=True),
+            Case("established_single", from_pod, est_a, Verdict.FWD_ESTABLISHED, maps, single=True),
+            Case("new_single", from_pod, syn_a, Verdict.FWD_NEW, maps, single=True, fresh=_new_flows(syn_a, 1024)),
             Case("reject_single", from_pod, bytes(tcp(dst="10.96.0.12", flags="S")), Verdict.REJECT_TCP_RST, maps,
                  single=True),
         ]
