@@ -18,6 +18,7 @@ that each repetition is a genuine instance of the path it names:
   so every repetition finds its entry expired: backend choice, two conntrack writes, DNAT.
 - revnat: to_pod with two reply entries (B:8080 -> A:80 and A:80 -> B:8080): every repetition
   restores a frontend address and port.
+- to_pod_pass: a packet entering a pod that is no reply of a translated flow (one conntrack miss).
 - pass (foreign TCP; pass_full_path: the same with the foreign-prefix bitmap all zero, so the
   frontend, address-entry and service-CIDR lookups all happen), drop_no_service (TCP to an unowned
   address inside the service CIDR) and empty do not change the packet.
@@ -274,6 +275,8 @@ def main(argv: list[str] | None = None) -> int:
             Case("established", from_pod, est_a, Verdict.FWD_ESTABLISHED, maps),
             Case("new", dp_new.prog_fds[PROG_FROM_POD], syn_a, Verdict.FWD_NEW, maps_new),
             Case("revnat", to_pod, reply_b, Verdict.REVNAT, maps),
+            Case("to_pod_pass", to_pod, bytes(tcp(src=OTHER, dst=CLIENT, sport=5000, dport=40000, flags="A")),
+                 Verdict.PASS, maps),
             Case("empty_single", empty_fd, est_a, None, None, single=True),
             Case("established_single", from_pod, est_a, Verdict.FWD_ESTABLISHED, maps, single=True),
             Case("new_single", from_pod, syn_a, Verdict.FWD_NEW, maps, single=True, fresh=_new_flows(syn_a, 1024)),
