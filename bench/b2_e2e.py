@@ -370,5 +370,5 @@ def run(cfg: B2Config) -> list[Row]:
 def config(quick: bool) -> B2Config:
     """The B2 settings of `make bench-quick` (quick) or `make bench`."""
     if quick:
-        return B2Config(sizes=(1, 1000, 5000), seconds=0.7, repeats=3, hot=False)
+        return B2Config(sizes=(1, 1000, 4000), seconds=0.6, repeats=3, hot=False)
     return B2Config(sizes=(1, 1000, 10000, 30000, 100000), seconds=2.0, repeats=3, hot=True)

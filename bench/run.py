@@ -40,19 +40,22 @@ def latest_results() -> dict[str, tuple[Path, list[Row]]]:
     return out
 
 
-def print_table(key: str, rows: list[Row]) -> None:
-    """The table of one benchmark on stdout."""
+def write_readme(mode: str) -> None:
+    """Rewrite the results section of bench/README.md from the newest results of every benchmark."""
     import report
 
-    tables = {"b1": report.b1_table, "b2": report.b2_table, "b4": report.b4_table}
+    section = report.readme_section(latest_results(), Machine.here(), mode)
+    README.write_text(report.replace_section(README.read_text() if README.exists() else "", section))
+    log(f"README results section rewritten path={README}")
+
+
+def print_table(key: str, rows: list[Row]) -> None:
+    """The table of one benchmark on stdout, with its targets."""
+    import report
+
     print(f"\n## {report.BENCH_TITLES.get(key, key)}\n")
-    if key in tables:
-        print(tables[key](rows))
-        targets = {"b1": report.b1_targets, "b2": report.b2_targets, "b4": report.b4_targets}[key](rows)
-        print(report.render_targets(targets))
-    else:
-        for r in rows:
-            print(f"{r.contender} services={r.services} {r.metric}={r.value} {r.unit}")
+    print(report.table_of(key, rows))
+    print(report.render_targets(report.targets_of(key, rows)))
     sys.stdout.flush()
 
 
@@ -62,7 +65,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="fewer sizes and repeats (under 5 minutes)")
     parser.add_argument("--only", default="", help="comma-separated benchmarks (b1,b2,b3,b4); default all")
     parser.add_argument("--no-readme", action="store_true", help="do not rewrite the README results section")
+    parser.add_argument("--readme-only", action="store_true", help="only rewrite the README from the newest results")
     args = parser.parse_args(argv)
+    if args.readme_only:
+        write_readme("make bench-quick" if args.quick else "make bench")
+        return 0
     if os.geteuid() != 0:
         print("bench: needs root (namespaces, BPF, iptables)", file=sys.stderr)
         return 2
@@ -100,12 +107,7 @@ def main(argv: list[str] | None = None) -> int:
         log(f"{key} done seconds={time.monotonic() - t0:.0f} rows={len(rows)} json={path} plots={len(pngs)}")
         print_table(key, rows)
     if not args.no_readme:
-        import report
-
-        section = report.readme_section(latest_results(), Machine.here(), "make bench-quick" if args.quick
-                                        else "make bench")  # fmt: skip
-        README.write_text(report.replace_section(README.read_text() if README.exists() else "", section))
-        log(f"README results section rewritten path={README}")
+        write_readme("make bench-quick" if args.quick else "make bench")
     log(f"all done seconds={time.monotonic() - started:.0f} failed={','.join(failed) or 'none'}")
     return 1 if failed else 0
 
