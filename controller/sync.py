@@ -55,7 +55,7 @@ class MapsWriter:
     def __init__(self, maps: DatapathMaps) -> None:
         self.maps = maps
         self._read_addresses: set[str] | None = None
-        """frontend addresses found by the last read_applied (None: never read)"""
+        """addresses of the entries found by the last read_applied (None: never read)"""
         self._foreign_ready = False
         """the foreign-prefix bitmap was rebuilt by this writer (then only new addresses need marking)"""
 
@@ -97,7 +97,8 @@ class MapsWriter:
         for fkey, rest in slots.items():
             state.stray_slots |= {(fkey, s) for s in rest}
         state.addresses |= extra_addresses
-        self._read_addresses = set(state.addresses)
+        # every address the maps route (address entries and frontends, stray ones included): none may be foreign
+        self._read_addresses = set(state.addresses) | {k.addr for k in masters} | {k.addr for k, _ in state.stray_slots}
         for bkey, b in sorted(m.backend.items(), key=lambda kv: int(kv[0].value)):
             ident = int(bkey.value)
             state.backend_id_alloc.reserve(ident)

@@ -20,7 +20,6 @@ from bpfproxy.loader import bpfsys
 from bpfproxy.loader.structs import (
     FOREIGN_WORDS,
     SVC_CIDR_MAX,
-    SVC_F_ADDR,
     AffinityKey,
     AffinityVal,
     Backend,
@@ -246,12 +245,11 @@ class DatapathMaps:
     def rebuild_foreign(self, addresses: Iterable[str] | None = None) -> None:
         """Rewrite the foreign-prefix bitmap: every /16 foreign except those of the service CIDRs and addresses.
 
-        addresses: every frontend address in the service map (None: scan the map's address entries).
+        addresses: every address the service map holds entries for (None: scan the map for them).
         From then on, writers must call mark_service_addresses before writing a new address entry.
         """
         if addresses is None:
-            addresses = [_ip_of_be32(k.addr) for k, v in self.svc.items()
-                         if k.port == 0 and k.proto == 0 and k.slot == 0 and v.flags & SVC_F_ADDR]
+            addresses = {_ip_of_be32(k.addr) for k in self.svc.keys()}  # noqa: SIM118
         service = [0] * FOREIGN_WORDS
         cidrs = [str(_cidr_of_key(k)) for k in self.svccidr.keys()]  # noqa: SIM118
         for net16 in _nets16(addresses, cidrs):

@@ -122,3 +122,12 @@ def test_restarted_writer_rebuilds_from_what_it_read(h: Harness, maps: Any) -> N
     assert writes == 0 and not _foreign(h, "10.96.0.10") and _foreign(h, OTHER)
     assert h.from_pod(tcp()).action == TcAction.OK
     assert h.verdicts() == Counter({Verdict.FWD_NEW: 1})
+
+
+def test_rebuild_keeps_frontends_without_an_address_entry(h: Harness) -> None:
+    """A frontend whose address entry is missing (an inconsistent pin) is still not foreign."""
+    seed(h.maps, Svc(addr="172.18.0.5", addr_entry=False, backends=[(11, BACKENDS[0], 8080)]))
+    h.maps.rebuild_foreign()
+    assert not _foreign(h, "172.18.0.5")
+    pkt = tcp(dst="172.18.0.5")
+    assert h.from_pod(pkt).packet == rebuilt(pkt, ip_dst=BACKENDS[0], dport=8080)
