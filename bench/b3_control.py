@@ -99,6 +99,8 @@ class B3Config:
     """one-change rule loads per contender and size"""
     seed: int = 3
     """seed of the random gaps between changes"""
+    settle: float = 3.0
+    """seconds the agent is left alone after a start before changes are measured"""
 
 
 # -- objects ---------------------------------------------------------------------------------------
@@ -129,6 +131,14 @@ def stamped(obj: dict[str, Any], when: float) -> dict[str, Any]:
     meta = obj["metadata"]
     meta["annotations"] = {TRIGGER: datetime.fromtimestamp(when, UTC).isoformat(timespec="microseconds")}
     return obj
+
+
+def apply(fake: FakeApiServer, obj: dict[str, Any]) -> None:
+    """fake.apply without its O(services) work: an update replaces the object in the fake's sorted
+    list cache with list.index (milliseconds at 10k slices, seconds over a burst, all inside our
+    timings); dropping the cache first makes the update O(1) and the next list re-sorts once."""
+    fake._sorted[obj["kind"]] = None
+    fake.apply(obj)
 
 
 def node_object() -> dict[str, Any]:
@@ -166,8 +176,7 @@ class Bench:
             self.servers.append(proc)
             CLEANUP.push(f"stop server {name}", partial(_end, proc))
         for name in BACKENDS:
-            _wait(lambda ns=lab.pods[name].ns: f":{BACKEND_PORT}" in netns.sh(["ss", "-Hltn"], ns=ns), 10,
-                  f"identity server of {name}")  # fmt: skip
+            _wait(partial(_listening, lab.pods[name].ns), 10, f"identity server of {name}")
         netns.sh(["sysctl", "-qw", "net.ipv4.ip_local_port_range=1024 65000"], ns=lab.pods["client"].ns)
 
     def probe_service(self, backend: str) -> list[dict[str, Any]]:
@@ -184,7 +193,7 @@ class Bench:
         fake.apply(node_object())
         fake.load(objects(list(services)))
         fake.load(self.probe_service(BACKENDS[0]))
-        return fake.write_kubeconfig(str(self.lab.dir / "kubeconfig"))
+        return str(fake.write_kubeconfig(str(self.lab.dir / "kubeconfig")))
 
     def stop_fake(self) -> None:
         """Stop the current fake API server."""
@@ -259,6 +268,10 @@ def _end(proc: subprocess.Popen[Any]) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+def _listening(ns: str) -> bool:
+    return f":{BACKEND_PORT}" in netns.sh(["ss", "-Hltn"], ns=ns)
 
 
 def _wait(check: Callable[[], bool], timeout: float, what: str, step: float = 0.02) -> None:
@@ -347,7 +360,7 @@ def one_change(bench: Bench, want: str, before: dict[str, float], interval_us: i
     obj = bench.probe_service(want)[1]
     proc = bench.start_probe(want, timeout=10, interval_us=interval_us)
     applied = time.time()
-    bench.fake.apply(stamped(obj, applied))
+    apply(bench.fake, stamped(obj, applied))
     out, err = proc.communicate(timeout=30)
     if proc.returncode != 0:
         raise RuntimeError(f"b3: prober rc={proc.returncode} want={want}: {out.strip()} {err.strip()}")
@@ -396,8 +409,8 @@ def burst(bench: Bench, services: Sequence[BenchService], generation: int, want:
     proc = bench.start_probe(want, timeout=60, interval_us=200)
     started = time.time()
     for obj in slices:
-        fake.apply(stamped(obj, time.time()))
-    fake.apply(stamped(probe_slice, time.time()))
+        apply(fake, stamped(obj, time.time()))
+    apply(fake, stamped(probe_slice, time.time()))
     applied = time.time() - started
     out, err = proc.communicate(timeout=90)
     if proc.returncode != 0:
@@ -553,6 +566,7 @@ def run(cfg: B3Config) -> list[Row]:
     def emit(metric: str, value: float, unit: str, size: int = n) -> None:
         rows.append(Row("b3", "bpfproxy", size, size * 10, metric, round(value, 6), unit))
 
+    emit("loadavg_1m.start", os.getloadavg()[0], "load")
     # 1. cold starts with the default min sync period, empty pins each time; the agent of the
     # last start at the size of the later phases is kept
     sizes = [s for s in cfg.cold_sizes if s != n] + [n]
@@ -585,6 +599,7 @@ def run(cfg: B3Config) -> list[Row]:
         if min_sync is not None:  # the pins stay: a warm restart, not measured
             bench.stop_agent(wipe=False)
             bench.start_agent(kubeconfig, min_sync)
+        time.sleep(cfg.settle)  # let the agent finish its start (collections, attach) before measuring
         t0 = time.monotonic()
         results, at = changes(bench, count, gaps, at, interval_us)
         log(f"b3 changes {label} count={count} seconds={time.monotonic() - t0:.1f} event_to_map_p50_ms="
@@ -605,6 +620,7 @@ def run(cfg: B3Config) -> list[Row]:
         log(f"b3 burst {label} " + " ".join(f"{k}={v:.3f}" for k, v in figures_b.items()))
         for k, v in figures_b.items():
             emit(f"{k}.{label}", v, "count" if k in ("burst_syncs", "burst_changes") else "s")
+    emit("loadavg_1m.end", os.getloadavg()[0], "load")
     bench.stop_agent(wipe=True)
     bench.stop_fake()
     bench.lab.destroy()
@@ -613,6 +629,166 @@ def run(cfg: B3Config) -> list[Row]:
     for size in cfg.rule_sizes:
         rows += rule_loads(size, cfg.rule_repeats, workdir)
     return rows
+
+
+# -- table, targets, plot (report.py and run.py call these) -----------------------------------------
+
+PERIODS = (("msp1", "1 s (default)"), ("msp0", "0"))
+#: (contender, one-change metric, table label) of kube-proxy's rule loads
+CONTENDER_ROWS = (("iptables", "change_full_ms", "iptables (full restore)"),
+                  ("iptables", "change_partial_ms", "iptables (KEP-3453 partial)"),
+                  ("nftables", "change_partial_ms", "nftables (partial transaction)"))  # fmt: skip
+
+
+def _get(rows: Sequence[Row], contender: str, services: int | None, metric: str) -> float | None:
+    for r in rows:
+        if r.contender == contender and r.metric == metric and (services is None or r.services == services):
+            return r.value
+    return None
+
+
+def _f(v: float | None, fmt: str = "{:.2f}") -> str:
+    return "-" if v is None else fmt.format(v)
+
+
+def table(rows: Sequence[Row]) -> str:
+    """Two markdown tables: programming everything / one change per contender, and bpfproxy's event latencies."""
+    from report import _md_table
+
+    body = []
+    sizes = sorted({r.services for r in rows if r.metric.startswith(("cold_", "change_"))})
+    for n in sizes:
+        sync = _get(rows, "bpfproxy", n, "cold_sync_s.p50")
+        change = _get(rows, "bpfproxy", n, "sync.msp0.p50")
+        if _get(rows, "bpfproxy", n, "cold_start_s.p50") is not None:
+            body.append([f"{n:,}", "bpfproxy", _f(sync), "1.00x", _f(_get(rows, "bpfproxy", n, "cold_start_s.p50")),
+                         _f(_get(rows, "bpfproxy", n, "cold_control_s.p50")),
+                         _f(_get(rows, "bpfproxy", n, "cold_list_s.p50")),
+                         _f(_get(rows, "bpfproxy", n, "cold_datapath_s.p50")),
+                         f"{_f(change)} / {_f(_get(rows, 'bpfproxy', n, 'sync.msp0.p99'))}" if change else "-",
+                         "1.00x" if change else "-"])  # fmt: skip
+        for contender, metric, label in CONTENDER_ROWS:
+            cold = None if label.endswith("KEP-3453 partial)") else _get(rows, contender, n, "cold_start_s.p50")
+            ch = _get(rows, contender, n, f"{metric}.p50")
+            if ch is None and _get(rows, contender, n, "gave_up"):
+                body.append([f"{n:,}", label, "gave up", *["-"] * 7])
+                continue
+            if ch is None:
+                continue
+            body.append([f"{n:,}", label, _f(cold), f"{cold / sync:.1f}x" if cold and sync else "-", "-", "-", "-",
+                         "-", f"{_f(ch)} / {_f(_get(rows, contender, n, f'{metric}.p99'))}",
+                         f"{ch / change:.0f}x" if change else "-"])  # fmt: skip
+    out = _md_table(["services", "contender", "program all s", "x bpfproxy", "to maps written s", "control plane s",
+                     "list s", "datapath compile s", "one change ms p50 / p99", "x bpfproxy"], body)  # fmt: skip
+    lat = []
+    n = max((r.services for r in rows if r.metric.startswith("event_to_map.")), default=0)
+    for label, text in PERIODS:
+        if _get(rows, "bpfproxy", n, f"event_to_map.{label}.p50") is None:
+            continue
+
+        def trio(metric: str, label: str = label) -> str:
+            vals = [_get(rows, "bpfproxy", n, f"{metric}.{label}.{q}") for q in ("p50", "p99", "max")]
+            return " / ".join(_f(v) for v in vals)
+
+        lat.append([text, _f(_get(rows, "bpfproxy", n, f"changes.{label}"), "{:.0f}"), trio("event_to_map"),
+                    trio("first_packet"), trio("sync"), _f(_get(rows, "bpfproxy", n, f"probe_period.{label}.p50"),
+                                                           "{:.0f}"),
+                    _f(_get(rows, "bpfproxy", n, f"burst_settled_s.{label}")),
+                    _f(_get(rows, "bpfproxy", n, f"burst_first_packet_s.{label}")),
+                    _f(_get(rows, "bpfproxy", n, f"burst_syncs.{label}"), "{:.0f}")])  # fmt: skip
+    out += (f"\nbpfproxy at {n:,} services: one EndpointSlice change (ms, p50 / p99 / max) and a burst of "
+            f"{BURST:,} changes (s):\n\n")  # fmt: skip
+    out += _md_table(["--min-sync-period", "changes", "event -> map", "apply -> first packet", "sync",
+                      "probe period us", "burst settled s", "burst first packet s", "burst syncs"], lat)  # fmt: skip
+    load = [_get(rows, "bpfproxy", None, f"loadavg_1m.{w}") for w in ("start", "end")]
+    out += ("\n`program all`: iptables-restore / nft -f of the whole ruleset into an empty namespace; for bpfproxy "
+            "the first full sync (plan + map writes). `to maps written`: agent process start -> first full sync "
+            "done; `control plane`: kube source started -> maps written (list, parse, plan, writes). `event -> "
+            "map`: the agent's programming-latency observation (slice apply -> end of the map writes, the fake's "
+            "watch delivery included); `sync`: the agent's sync time for the change; `first packet`: apply -> "
+            "start of the first connection that reached the new backend (resolution: the probe period). "
+            f"1-minute load average during the run: {_f(load[0], '{:.1f}')} -> {_f(load[1], '{:.1f}')} "
+            "(2 CPUs, shared).\n")
+    return out
+
+
+def targets(rows: Sequence[Row]) -> list[Any]:
+    """Cold start <= 2 s, p99 event -> map <= 10 ms, burst settled <= 1 s (at the largest size)."""
+    from report import Target
+
+    out: list[Any] = []
+    n = max((r.services for r in rows if r.contender == "bpfproxy" and r.metric == "cold_start_s.p50"), default=0)
+    total = _get(rows, "bpfproxy", n, "cold_start_s.p50")
+    if total is not None:
+        control = _get(rows, "bpfproxy", n, "cold_control_s.p50") or 0.0
+        parts = (f"{total:.1f} s from process start: datapath compile/load "
+                 f"{_get(rows, 'bpfproxy', n, 'cold_datapath_s.p50') or 0:.1f} s, control plane {control:.1f} s "
+                 f"(list {_get(rows, 'bpfproxy', n, 'cold_list_s.p50') or 0:.1f} s, first full sync "
+                 f"{_get(rows, 'bpfproxy', n, 'cold_sync_s.p50') or 0:.1f} s)")  # fmt: skip
+        out.append(Target(f"cold start <= 2 s at {n:,} services / {n * 10:,} endpoints (all maps written)", parts,
+                          total <= 2.0, "the agent is Python: interpreter and imports (kubernetes client, bcc) "
+                          "and the bcc compile come first; then the Kubernetes client decodes 20,000 objects, the "
+                          "plan builds 10,000 services in Python objects and the writer issues one bpf() syscall "
+                          "per map entry (about 230,000); on 2 shared CPUs"))  # fmt: skip
+    p99 = _get(rows, "bpfproxy", None, "event_to_map.msp0.p99")
+    if p99 is not None:
+        p50 = _get(rows, "bpfproxy", None, "event_to_map.msp0.p50") or 0.0
+        sync99 = _get(rows, "bpfproxy", None, "sync.msp0.p99") or 0.0
+        d99 = _get(rows, "bpfproxy", None, "event_to_map.msp1.p99")
+        out.append(Target("p99 event -> map <= 10 ms (--min-sync-period 0)",
+                          f"p50 {p50:.1f} ms, p99 {p99:.1f} ms; the sync itself p99 {sync99:.1f} ms; with the default "
+                          f"1 s period p99 {_f(d99, '{:.0f}')} ms (the rate limit, by design)", p99 <= 10,
+                          "the median change is programmed in a couple of ms, but a few changes wait for a slow "
+                          "sync: the Python agent's partial sync is stalled by garbage collection or by other "
+                          "work on the 2 shared CPUs (see the load average)"))  # fmt: skip
+    for label, text in PERIODS:
+        settled = _get(rows, "bpfproxy", None, f"burst_settled_s.{label}")
+        if settled is None:
+            continue
+        syncs = _get(rows, "bpfproxy", None, f"burst_syncs.{label}") or 0
+        out.append(Target(f"burst of {BURST:,} slice changes settled <= 1 s (--min-sync-period {text})",
+                          f"{settled:.2f} s in {syncs:.0f} syncs", settled <= 1.0,
+                          "with the default period the burst's tail waits for the next allowed sync, 1 s after "
+                          "the one the burst's head triggered" if label == "msp1" else
+                          "each sync is a Python partial sync of the changes received meanwhile; with no rate "
+                          "limit the agent syncs after nearly every event instead of batching them"))  # fmt: skip
+    return out
+
+
+def plot(rows: Sequence[Row], stem: Path) -> list[Path]:
+    """CDF of event -> map and apply -> first packet per --min-sync-period (log x); stem-b3-latency-cdf.png."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 5))
+    drawn = False
+    for label, text in PERIODS:
+        for metric, style, what in (("event_to_map", "-", "event -> map"),
+                                    ("first_packet", "--", "apply -> first packet")):  # fmt: skip
+            values = sorted(r.value for r in rows if r.metric == f"{metric}.{label}.sample")
+            if not values:
+                continue
+            ys = [(i + 1) / len(values) for i in range(len(values))]
+            ax.step(values, ys, style, where="post", color="tab:blue" if label == "msp0" else "tab:orange",
+                    label=f"{what}, --min-sync-period {text} (n={len(values)})")  # fmt: skip
+            drawn = True
+    if not drawn:
+        plt.close(fig)
+        return []
+    ax.axvline(10, color="gray", linestyle=":", label="target p99 10 ms")
+    ax.set_xscale("log")
+    ax.set_xlabel("ms after the EndpointSlice apply")
+    ax.set_ylabel("fraction of changes")
+    ax.set_title("B3: one EndpointSlice change, control-plane latency CDF")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right")
+    out = Path(f"{stem}-b3-latency-cdf.png")
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return [out]
 
 
 def config(quick: bool) -> B3Config:

@@ -31,8 +31,9 @@
 
 /* longest server name we compare */
 #define NAME_MAX_LEN 63
-/* per-attempt connect/read timeout, milliseconds (a lost SYN must not stall the probe for seconds) */
-#define ATTEMPT_TIMEOUT_MS 200
+/* per-attempt connect/read timeout, ms: an attempt caught by the switch (its SYN to the old backend,
+ * the rest rebalanced to the new one) must not hide the next attempt for long */
+#define ATTEMPT_TIMEOUT_MS 20
 
 static long long now_ns(clockid_t clk)
 {
