@@ -16,6 +16,7 @@ static __always_inline struct frag_val *frag_map_lookup(struct frag_key *k) { re
 static __always_inline void frag_map_update(struct frag_key *k, struct frag_val *v) { bpx_frag_v1.update(k, v); }
 static __always_inline struct svc_cidr_val *svccidr_map_lookup(struct svc_cidr_key *k) { return bpx_svccidr_v1.lookup(k); }
 static __always_inline struct foreign_word *foreign_map_lookup(__u32 *w) { return bpx_foreign_v1.lookup(w); }
+static __always_inline struct foreign_word *quietport_map_lookup(__u32 *w) { return bpx_quietport_v1.lookup(w); }
 static __always_inline struct verdict_count *verdict_map_lookup(__u32 *v) { return bpx_verdict_v2.lookup(v); }
 static __always_inline struct svc_stats *svcstat_map_lookup(__u32 *svc_id) { return bpx_svcstat_v1.lookup(svc_id); }
 
@@ -103,6 +104,31 @@ static __always_inline __u32 process_from_pod(struct __sk_buff *skb)
 	return forward_pkt(skb, &p, svc, now);
 }
 
+/* whether skb is an unfragmented TCP/UDP segment from a port no backend uses: read before any parsing */
+static __always_inline int from_quiet_port(struct __sk_buff *skb)
+{
+	void *data = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
+	struct ethhdr *eth = data;
+	struct iphdr *ip = data + IP_OFF;
+	__be16 *ports;
+	__u32 port, w;
+	struct foreign_word *q;
+
+	/* headers outside the linear area, fragments, other protocols: the full path decides */
+	if ((void *)(ip + 1) > data_end || eth->h_proto != bpx_htons(ETH_P_IP) || ip->ihl < 5 ||
+	    (ip->frag_off & bpx_htons(IP_FLAG_MF | IP_OFFSET_MASK)) ||
+	    (ip->protocol != IPPROTO_TCP && ip->protocol != IPPROTO_UDP))
+		return 0;
+	ports = (void *)ip + ((ip->ihl * 4) & 0x3f);
+	if ((void *)(ports + 1) > data_end)
+		return 0;
+	port = bpx_ntohs(ports[0]);
+	w = port >> 6;
+	q = quietport_map_lookup(&w);
+	return q && ((q->bits >> (port & 63)) & 1);
+}
+
 /* the verdict for a packet entering a pod: a backend's reply is translated back to the frontend */
 static __always_inline __u32 process_to_pod(struct __sk_buff *skb)
 {
@@ -110,6 +136,9 @@ static __always_inline __u32 process_to_pod(struct __sk_buff *skb)
 	struct ct_entry *e;
 	__u64 now = 0;
 
+	/* requests to the pod and replies from ports no backend uses cost one array lookup */
+	if (from_quiet_port(skb))
+		return V_PASS;
 	if (parse_pkt(skb, &p) != PARSE_OK || (p.proto != IPPROTO_TCP && p.proto != IPPROTO_UDP))
 		return V_PASS;
 	if (p.frag == PKT_FRAG_LATER) {

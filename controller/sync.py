@@ -56,8 +56,10 @@ class MapsWriter:
         self.maps = maps
         self._read_addresses: set[str] | None = None
         """addresses of the entries found by the last read_applied (None: never read)"""
+        self._read_ports: set[int] | None = None
+        """ports of the backends found by the last read_applied (None: never read)"""
         self._foreign_ready = False
-        """the foreign-prefix bitmap was rebuilt by this writer (then only new addresses need marking)"""
+        """the foreign-prefix and quiet-port bitmaps were rebuilt by this writer (then only new entries need marking)"""
 
     def read_applied(self) -> DatapathState:
         """The state the maps hold now: frontends, slots, backends, names, address entries."""
@@ -99,6 +101,7 @@ class MapsWriter:
         state.addresses |= extra_addresses
         # every address the maps route (address entries and frontends, stray ones included): none may be foreign
         self._read_addresses = set(state.addresses) | {k.addr for k in masters} | {k.addr for k, _ in state.stray_slots}
+        self._read_ports = {b.port for b in state.backends.values()}
         for bkey, b in sorted(m.backend.items(), key=lambda kv: int(kv[0].value)):
             ident = int(bkey.value)
             state.backend_id_alloc.reserve(ident)
@@ -111,13 +114,17 @@ class MapsWriter:
         m = self.maps
         # the datapath passes traffic to a /16 marked foreign without looking further: the first apply
         # rebuilds the bitmap from what the maps hold, and every new address is unmarked before it is written
+        # likewise to_pod passes traffic from a port marked quiet (no backend on it)
         if not self._foreign_ready:
             m.rebuild_foreign(self._read_addresses)
+            m.rebuild_quiet_ports(self._read_ports)
             self._foreign_ready = True
-            log.info("foreign prefixes rebuilt addresses=%s",
+            log.info("foreign prefixes and quiet ports rebuilt addresses=%s",
                      "scanned" if self._read_addresses is None else len(self._read_addresses))
         if wp.address_puts:
             m.mark_service_addresses(wp.address_puts)
+        if wp.backend_puts:
+            m.mark_backend_ports({b.port for _, b in wp.backend_puts})
         if wp.stat_resets:
             zero = (m.svcstat.value_type * bpfsys.possible_cpus())()
             for ident in wp.stat_resets:

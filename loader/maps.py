@@ -18,7 +18,9 @@ from typing import Any, Generic, TypeVar, cast
 
 from bpfproxy.loader import bpfsys
 from bpfproxy.loader.structs import (
+    CT_DIR_REPLY,
     FOREIGN_WORDS,
+    QUIET_PORT_WORDS,
     SVC_CIDR_MAX,
     AffinityKey,
     AffinityVal,
@@ -74,9 +76,12 @@ SVCSTAT = MapSpec("bpx_svcstat_v1", "percpu_array", ct.c_uint32, SvcStats, "SVC_
 SVCNAME = MapSpec("bpx_svcname_v1", "hash", ct.c_uint32, SvcName, "SVC_ID_MAX")
 SVCCIDR = MapSpec("bpx_svccidr_v1", "lpm_trie", SvcCidrKey, SvcCidrVal, "SVC_CIDR_MAX")
 FOREIGN = MapSpec("bpx_foreign_v1", "array", ct.c_uint32, ForeignWord, "FOREIGN_WORDS")
+QUIETPORT = MapSpec("bpx_quietport_v1", "array", ct.c_uint32, ForeignWord, "QUIET_PORT_WORDS")
 
 #: every map, in maps.h order
-ALL_MAPS: tuple[MapSpec, ...] = (SVC, BACKEND, CT, AFFINITY, FRAG, VERDICT, SVCSTAT, SVCNAME, SVCCIDR, FOREIGN)
+ALL_MAPS: tuple[MapSpec, ...] = (
+    SVC, BACKEND, CT, AFFINITY, FRAG, VERDICT, SVCSTAT, SVCNAME, SVCCIDR, FOREIGN, QUIETPORT
+)
 
 #: pin names of earlier layouts: never opened, only removed by cleanup
 RETIRED_MAP_NAMES: tuple[str, ...] = ("bpx_verdict_v1",)
@@ -220,6 +225,7 @@ class DatapathMaps:
         self.svcname: Map[ct.c_uint32, SvcName] = opened[7]  # type: ignore[assignment]
         self.svccidr: Map[SvcCidrKey, SvcCidrVal] = opened[8]  # type: ignore[assignment]
         self.foreign: Map[ct.c_uint32, ForeignWord] = opened[9]  # type: ignore[assignment]
+        self.quietport: Map[ct.c_uint32, ForeignWord] = opened[10]  # type: ignore[assignment]
         self._all = opened
 
     def service_cidrs(self) -> list[str]:
@@ -269,8 +275,38 @@ class DatapathMaps:
                 self.foreign.put(key, ForeignWord(bits=cur.bits & ~bits))
 
     def reset_foreign(self) -> None:
-        """Forget every foreign prefix (all zero): every packet takes the full path."""
+        """Forget every foreign prefix and quiet port (all zero): every packet takes the full path."""
         self.foreign.put_many([(ct.c_uint32(w), ForeignWord(bits=0)) for w in range(FOREIGN_WORDS)])
+        self.quietport.put_many([(ct.c_uint32(w), ForeignWord(bits=0)) for w in range(QUIET_PORT_WORDS)])
+
+    def rebuild_quiet_ports(self, backend_ports: Iterable[int] | None = None) -> None:
+        """Rewrite the quiet-port bitmap: every port quiet except backend ports and conntrack reply ports.
+
+        backend_ports: the port of every backend in the backend map (None: scan the map). The source
+        ports of conntrack reply entries are added, so a flow whose backend is gone keeps its reverse
+        NAT. From then on, writers must call mark_backend_ports before writing a backend.
+        """
+        if backend_ports is None:
+            backend_ports = {socket.ntohs(v.port) for _, v in self.backend.items()}
+        used = set(backend_ports)
+        used |= {socket.ntohs(k.sport) for k in self.ct.keys() if k.dir == CT_DIR_REPLY}  # noqa: SIM118
+        words = [0] * QUIET_PORT_WORDS
+        for port in used:
+            words[port >> 6] |= 1 << (port & 63)
+        every = (1 << 64) - 1
+        self.quietport.put_many([(ct.c_uint32(w), ForeignWord(bits=every & ~words[w]))
+                                 for w in range(QUIET_PORT_WORDS)])
+
+    def mark_backend_ports(self, ports: Iterable[int]) -> None:
+        """Clear the quiet bit of each port: call before writing backends on them."""
+        words: dict[int, int] = {}
+        for port in ports:
+            words[port >> 6] = words.get(port >> 6, 0) | 1 << (port & 63)
+        for w, bits in sorted(words.items()):
+            key = ct.c_uint32(w)
+            cur = self.quietport.get(key)
+            if cur is not None and cur.bits & bits:
+                self.quietport.put(key, ForeignWord(bits=cur.bits & ~bits))
 
     def close(self) -> None:
         """Close every fd."""

@@ -41,6 +41,9 @@
 /* words of the foreign-prefix bitmap: one bit per /16 of the IPv4 space, 64 per word */
 #define FOREIGN_WORDS 1024
 
+/* words of the quiet-port bitmap: one bit per L4 port, 64 per word */
+#define QUIET_PORT_WORDS 1024
+
 /* bytes of the service name kept for inspection ("ns/name:port/proto") */
 #define SVC_NAME_LEN 128
 

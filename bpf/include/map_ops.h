@@ -29,6 +29,8 @@ static __always_inline void frag_map_update(struct frag_key *k, struct frag_val 
 static __always_inline struct svc_cidr_val *svccidr_map_lookup(struct svc_cidr_key *k);
 /* a word of the foreign-prefix bitmap, or NULL */
 static __always_inline struct foreign_word *foreign_map_lookup(__u32 *w);
+/* a word of the quiet-port bitmap, or NULL */
+static __always_inline struct foreign_word *quietport_map_lookup(__u32 *w);
 /* this CPU's counter of a verdict, or NULL */
 static __always_inline struct verdict_count *verdict_map_lookup(__u32 *v);
 /* this CPU's counters of a frontend, or NULL */

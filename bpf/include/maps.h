@@ -42,4 +42,9 @@ BPF_TABLE_PINNED("lpm_trie", struct svc_cidr_key, struct svc_cidr_val, bpx_svcci
  * as a fresh map is, means "nothing known": every packet takes the full path */
 BPF_TABLE_PINNED("array", __u32, struct foreign_word, bpx_foreign_v1, FOREIGN_WORDS, PIN_DIR "/bpx_foreign_v1");
 
+/* L4 ports no backend uses (bit set), so a packet entering a pod from one is no reply of a translated
+ * flow and to_pod passes it at once. Written by the agent (a port's bit is cleared before a backend on
+ * it is written); all zero, as a fresh map is, means "nothing known": every packet takes the full path */
+BPF_TABLE_PINNED("array", __u32, struct foreign_word, bpx_quietport_v1, QUIET_PORT_WORDS, PIN_DIR "/bpx_quietport_v1");
+
 #endif /* BPFPROXY_MAPS_H */

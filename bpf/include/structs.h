@@ -107,9 +107,9 @@ struct svc_cidr_val {
 	__u32 flags;  /* zero (reserved) */
 };
 
-/* one word of the foreign-prefix bitmap (array indexed by /16 number >> 6); 8 bytes */
+/* one word of a bitmap array (foreign prefixes: index /16 number >> 6; quiet ports: port >> 6); 8 bytes */
 struct foreign_word {
-	__u64 bits;  /* bit (n & 63): the /16 numbered n holds no service address and no service CIDR */
+	__u64 bits;  /* bit (n & 63): /16 n holds no service address nor CIDR / port n is used by no backend */
 };
 
 /* service name for inspection, indexed by svc_id; never read by the datapath */

@@ -158,6 +158,7 @@ def seed(maps: DatapathMaps, svc: Svc) -> None:
 
     from bpfproxy.loader.structs import BE_F_TERMINATING
 
+    maps.mark_backend_ports([port for _, _, port in svc.backends])
     for bid, addr, port in svc.backends:
         flags = BE_F_TERMINATING if bid in svc.terminating else 0
         maps.backend.put(

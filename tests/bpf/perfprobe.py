@@ -18,7 +18,8 @@ that each repetition is a genuine instance of the path it names:
   so every repetition finds its entry expired: backend choice, two conntrack writes, DNAT.
 - revnat: to_pod with two reply entries (B:8080 -> A:80 and A:80 -> B:8080): every repetition
   restores a frontend address and port.
-- to_pod_pass: a packet entering a pod that is no reply of a translated flow (one conntrack miss).
+- to_pod_pass: a packet entering a pod from a port no backend uses (a request to the pod);
+  to_pod_pass_full_path: the same with the quiet-port bitmap all zero (one conntrack miss).
 - pass (foreign TCP; pass_full_path: the same with the foreign-prefix bitmap all zero, so the
   frontend, address-entry and service-CIDR lookups all happen), drop_no_service (TCP to an unowned
   address inside the service CIDR) and empty do not change the packet.
@@ -141,6 +142,9 @@ def _seed_pingpong(maps: DatapathMaps) -> None:
     seed(maps, Svc(addr=FE_A, port=PORT_A, svc_id=1, backends=[(11, FE_B, PORT_B)]))
     seed(maps, Svc(addr=FE_B, port=PORT_B, svc_id=2, backends=[(12, FE_A, PORT_A)]))
     _set_cidr(maps)
+    quiet = getattr(maps, "rebuild_quiet_ports", None)
+    if quiet is not None:
+        quiet()
 
 
 def _seed_replies(maps: DatapathMaps) -> None:
@@ -277,6 +281,8 @@ def main(argv: list[str] | None = None) -> int:
             Case("revnat", to_pod, reply_b, Verdict.REVNAT, maps),
             Case("to_pod_pass", to_pod, bytes(tcp(src=OTHER, dst=CLIENT, sport=5000, dport=40000, flags="A")),
                  Verdict.PASS, maps),
+            Case("to_pod_pass_full_path", dp_new.prog_fds[PROG_TO_POD],
+                 bytes(tcp(src=OTHER, dst=CLIENT, sport=5000, dport=40000, flags="A")), Verdict.PASS, maps_new),
             Case("empty_single", empty_fd, est_a, None, None, single=True),
             Case("established_single", from_pod, est_a, Verdict.FWD_ESTABLISHED, maps, single=True),
             Case("new_single", from_pod, syn_a, Verdict.FWD_NEW, maps, single=True, fresh=_new_flows(syn_a, 1024)),

@@ -1,5 +1,6 @@
-"""Foreign-prefix bitmap: traffic to a /16 with no service address or CIDR passes after one array lookup,
-and every verdict stays what the full path gives."""
+"""Foreign-prefix and quiet-port bitmaps: traffic to a /16 with no service address or CIDR (from_pod), or
+from a port no backend uses (to_pod), passes after one array lookup; every verdict stays what the full
+path gives."""
 
 from __future__ import annotations
 
@@ -9,9 +10,10 @@ from typing import Any
 
 import pytest
 from bpfproxy.controller.sync import MapsWriter
-from bpfproxy.loader.structs import FOREIGN_WORDS, Verdict
+from bpfproxy.loader.structs import FOREIGN_WORDS, ForeignWord, Verdict
 from bpfproxy.loader.testrun import TcAction
 from packets import BACKENDS, CLIENT, FRONTEND, OTHER, Harness, Svc, icmp, rebuilt, seed, tcp, udp
+from scapy.layers.inet import IP
 from scapy.packet import Packet
 from test_forward import PASS_ROWS
 from test_reject import ICMP_ROWS, RST_ROWS, expected_icmp_unreach
@@ -131,3 +133,61 @@ def test_rebuild_keeps_frontends_without_an_address_entry(h: Harness) -> None:
     assert not _foreign(h, "172.18.0.5")
     pkt = tcp(dst="172.18.0.5")
     assert h.from_pod(pkt).packet == rebuilt(pkt, ip_dst=BACKENDS[0], dport=8080)
+
+
+def _quiet(h: Harness, port: int) -> bool:
+    word = h.maps.quietport.get(ct.c_uint32(port >> 6))
+    assert word is not None
+    return bool(word.bits >> (port & 63) & 1)
+
+
+def test_to_pod_quiet_ports_pass_and_replies_are_translated(h: Harness) -> None:
+    seed(h.maps, Svc(backends=[(11, BACKENDS[0], 8080)]))
+    h.from_pod(tcp())
+    h.maps.rebuild_quiet_ports()
+    assert not _quiet(h, 8080) and _quiet(h, 5000) and _quiet(h, 80)
+    request = tcp(src=OTHER, dst=CLIENT, sport=5000, dport=40000)
+    assert (h.to_pod(request).packet, h.to_pod(udp(src=OTHER, dst=CLIENT, sport=5000)).action) == (
+        bytes(request), TcAction.OK)
+    reply = tcp(src=BACKENDS[0], dst=CLIENT, sport=8080, dport=40000, flags="SA")
+    assert h.to_pod(reply).packet == rebuilt(reply, ip_src=FRONTEND, sport=80)
+    assert h.verdicts() == Counter({Verdict.FWD_NEW: 1, Verdict.PASS: 2, Verdict.REVNAT: 1})
+
+
+def test_reply_port_of_a_live_flow_stays_loud_after_its_backend_is_gone(h: Harness) -> None:
+    seed(h.maps, Svc(backends=[(11, BACKENDS[0], 8080)]))
+    h.from_pod(tcp())
+    h.maps.backend.delete(ct.c_uint32(11))
+    h.maps.rebuild_quiet_ports()  # as a restarted agent does: 8080 is only in a conntrack reply entry now
+    assert not _quiet(h, 8080)
+    reply = tcp(src=BACKENDS[0], dst=CLIENT, sport=8080, dport=40000, flags="A")
+    assert h.to_pod(reply).packet == rebuilt(reply, ip_src=FRONTEND, sport=80)
+
+
+def test_writer_unmarks_a_new_backend_port_before_writing_it(h: Harness, maps: Any) -> None:
+    w = MapsWriter(maps)
+    sync(w, [fe("default/web", "10.96.0.10", 80, [(BACKENDS[0], 8080)])])
+    assert not _quiet(h, 8080) and _quiet(h, 9090)
+    sync(w, [fe("default/web", "10.96.0.10", 80, [(BACKENDS[0], 8080), (BACKENDS[1], 9090)])])
+    assert not _quiet(h, 9090)
+    for sport in range(41000, 41040):  # some flow lands on the new backend
+        res = h.from_pod(tcp(sport=sport))
+        if res.packet[30:34] == bytes(map(int, BACKENDS[1].split("."))):
+            reply = tcp(src=BACKENDS[1], dst=CLIENT, sport=9090, dport=sport, flags="SA")
+            assert h.to_pod(reply).packet == rebuilt(reply, ip_src=FRONTEND, sport=80)
+            break
+    else:
+        pytest.fail("no flow went to the new backend")
+
+
+def test_reply_fragments_take_the_full_path(h: Harness) -> None:
+    seed(h.maps, Svc(port=53, proto=17, backends=[(11, BACKENDS[0], 5353)]))
+    h.from_pod(udp())
+    h.maps.rebuild_quiet_ports()
+    h.maps.quietport.put(ct.c_uint32(5353 >> 6), ForeignWord(bits=(1 << 64) - 1))
+    # even with 5353 wrongly quiet, a fragment is looked up: only unfragmented segments are judged by port
+    first = udp(src=BACKENDS[0], dst=CLIENT, sport=5353, dport=40000, payload=b"a" * 40)
+    first[IP].flags = 1
+    res = h.to_pod(first)
+    assert res.packet[26:30] == bytes(map(int, FRONTEND.split(".")))
+    assert h.verdicts()[Verdict.REVNAT] == 1
