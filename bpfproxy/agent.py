@@ -48,6 +48,10 @@ class AgentConfig:
     """this node's addresses"""
     cluster_cidrs: tuple[str, ...] = ()
     """pod CIDRs"""
+    service_cidrs: tuple[str, ...] = ()
+    """service CIDRs: an address inside that no service owns is dropped"""
+    nodeport_addresses: tuple[str, ...] = ()
+    """CIDRs selecting the node IPs NodePorts answer on (empty: every node IP)"""
     min_sync_period: float = 1.0
     """seconds between two syncs at least"""
     full_sync_period: float = 60.0
@@ -89,8 +93,20 @@ def run_agent(config: AgentConfig) -> int:
     settings = config.settings
     datapath = load_datapath(config.pin_dir, settings)
     maps = DatapathMaps(config.pin_dir, settings.size_defines())
+    try:
+        maps.set_service_cidrs(config.service_cidrs)
+    except ValueError as e:
+        log.error("bad --service-cidr: %s", e)
+        maps.close()
+        return 1
     limits = Limits(lb_entries=settings.lb_map_max, backends=settings.backend_map_max, svc_ids=settings.svc_id_max)
-    node = NodeConfig(node_name=config.node_name, node_ips=config.node_ips, cluster_cidrs=config.cluster_cidrs)
+    node = NodeConfig(
+        node_name=config.node_name,
+        node_ips=config.node_ips,
+        cluster_cidrs=config.cluster_cidrs,
+        service_cidrs=config.service_cidrs,
+        nodeport_addresses=config.nodeport_addresses,
+    )
     tune_gc()
     metrics, health = ProxierMetrics(), ProxierHealth(2 * config.full_sync_period)
     proxier = Proxier(

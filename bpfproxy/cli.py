@@ -25,15 +25,7 @@ def _split_csv(values: list[str]) -> tuple[str, ...]:
 
 def _add_agent(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("agent", help="run the node agent: watch services, program the datapath")
-    p.add_argument(
-        "--source", required=True, help="file:PATH (a YAML file or a directory of them) or kube (the Kubernetes API)"
-    )
-    p.add_argument(
-        "--kubeconfig", default=None, help="--source kube: kubeconfig file (default: the in-cluster service account)"
-    )
-    p.add_argument("--node-name", default="", help="this node's name (nodeName of local endpoints)")
-    p.add_argument("--node-ip", action="append", default=[], help="this node's address (repeatable)")
-    p.add_argument("--cluster-cidr", action="append", default=[], help="pod CIDR (repeatable)")
+    _add_node_flags(p)
     p.add_argument(
         "--pod-devices", action="append", default=[], help="globs of pod devices, comma-separated (default: lxc*,veth*)"
     )
@@ -67,7 +59,9 @@ def _add_readers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
 
 def _add_node_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--source", required=True, help="file:PATH (a YAML file or a directory of them) or kube")
-    p.add_argument("--kubeconfig", default=None, help="with --source kube (default: in-cluster, then ~/.kube/config)")
+    p.add_argument(
+        "--kubeconfig", default=None, help="with --source kube: kubeconfig file (default: in-cluster service account)"
+    )
     p.add_argument("--node-name", default="", help="this node's name (local endpoints, its Node's zone label)")
     p.add_argument("--node-ip", action="append", default=[], help="this node's address (repeatable)")
     p.add_argument("--cluster-cidr", action="append", default=[], help="pod CIDR (repeatable)")
@@ -298,6 +292,8 @@ def cmd_agent(args: argparse.Namespace) -> int:
         node_name=args.node_name,
         node_ips=tuple(args.node_ip),
         cluster_cidrs=tuple(args.cluster_cidr),
+        service_cidrs=_split_csv(args.service_cidr),
+        nodeport_addresses=_split_csv(args.nodeport_addresses),
         pod_devices=_split_csv(args.pod_devices) or ("lxc*", "veth*"),
         pin_dir=args.pin_dir,
         min_sync_period=args.min_sync_period,

@@ -32,6 +32,8 @@ LAB_ROOT = Path("/run/bpfproxy-lab")
 POD_NET = "10.244.1"
 #: the lab's pod CIDR (the agent's --cluster-cidr)
 CLUSTER_CIDR = "10.244.0.0/16"
+#: service CIDR of the lab: an address inside that no service owns is dropped
+SERVICE_CIDR = "10.96.0.0/16"
 #: the lab's node name (nodeName of local endpoints)
 NODE_NAME = "lab-node"
 
@@ -149,6 +151,7 @@ class Lab:
             "--pin-dir", self.pin_dir,
             "--node-name", NODE_NAME,
             "--cluster-cidr", CLUSTER_CIDR,
+            "--service-cidr", SERVICE_CIDR,
             *extra,
         ]  # fmt: skip
         self.agent_pid = self._spawn(self.node_ns, argv, self.agent_log)

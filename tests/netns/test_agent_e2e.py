@@ -217,6 +217,16 @@ def test_client_ip_affinity_sticks_and_none_spreads(web: Lab) -> None:
     assert len(again.answers) == 1, again
 
 
+def test_unowned_address_in_service_cidr_is_dropped(web: Lab) -> None:
+    """--service-cidr: an address inside it that no service owns is dropped (no answer), and counted."""
+    before = json.loads(web.bpfproxy(["counters", "--json"]))["drop_no_service"]
+    tally = web.client("http", "10.96.0.99", 80, count=2)
+    assert tally.timeouts == 2 and not tally.answers and tally.refused == 0, tally
+    after = json.loads(web.bpfproxy(["counters", "--json"]))["drop_no_service"]
+    assert after - before >= 2, (before, after)
+    assert web.client("http", WEB_IP, 8081, count=1).refused == 1  # an owned address's unserved port: reject
+
+
 def _services(lab: Lab) -> list[dict[str, object]]:
     return list(json.loads(lab.bpfproxy(["services", "--json"])))
 
