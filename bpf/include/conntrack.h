@@ -26,7 +26,7 @@ static __always_inline void fill_ct_key(struct ct_key *k, const struct pkt *p, _
 	k->pad[1] = 0;
 }
 
-/* the CT_F_* flags a packet adds to its entry's flags (a new SYN reopens a closed tuple) */
+/* the CT_F_* flags a packet adds to its entry's flags (a pure SYN clears them: a new or retransmitted open) */
 static __always_inline __u8 track_tcp_flags(const struct pkt *p, __u8 flags)
 {
 	if (p->proto != IPPROTO_TCP || p->frag == PKT_FRAG_LATER)
@@ -61,6 +61,15 @@ static __always_inline struct ct_entry *lookup_ct(const struct pkt *p, __u8 dir,
 	if (!e || e->expires <= now)
 		return NULL;
 	return e;
+}
+
+/* whether p opens a new connection on a tuple whose entry e is closing (FIN or RST seen): as Linux
+ * conntrack kills a closing/TIME_WAIT entry on a new SYN, the flow gets a fresh backend choice;
+ * a retransmitted SYN of a live entry keeps its backend */
+static __always_inline int ct_reopens(const struct ct_entry *e, const struct pkt *p)
+{
+	return p->proto == IPPROTO_TCP && p->frag != PKT_FRAG_LATER &&
+	       (p->tcp_flags & (TCPF_SYN | TCPF_ACK)) == TCPF_SYN && (e->tcp_flags & (CT_F_FIN | CT_F_RST));
 }
 
 /* record p's tcp flags in e and push its expiry, writing only when something really changes */

@@ -96,6 +96,9 @@ static __always_inline __u32 forward_pkt(struct __sk_buff *skb, const struct pkt
 	__u32 v = V_FWD_NEW;
 	__u32 id = BACKEND_ID_NONE;
 
+	/* a new SYN on a closing tuple is a new flow: fresh choice, affinity honoured, new entries */
+	if (e && ct_reopens(e, p))
+		e = NULL;
 	if (e) {
 		id = e->backend_id;
 		be = backend_map_lookup(&id);

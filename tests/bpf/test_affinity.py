@@ -6,8 +6,8 @@ import ctypes as ct
 import time
 from collections import Counter
 
-from bpfproxy.loader.structs import SVC_F_AFFINITY, AffinityKey, AffinityVal, Verdict
-from packets import BACKENDS, CLIENT, Harness, Svc, a32, n32, seed, tcp
+from bpfproxy.loader.structs import CT_DIR_FWD, SVC_F_AFFINITY, AffinityKey, AffinityVal, Verdict
+from packets import BACKENDS, CLIENT, FRONTEND, IPPROTO_TCP, Harness, Svc, a32, ct_key, n32, seed, tcp
 from scapy.layers.inet import IP
 
 STICKY = Svc(
@@ -78,3 +78,20 @@ def test_terminating_affinity_backend_gets_no_new_flow(h: Harness) -> None:
         res = h.from_pod(tcp(sport=30000 + i))
         assert IP(res.packet[14:]).dst != BACKENDS[1]
     assert h.verdicts() == Counter({Verdict.FWD_NEW: 1, Verdict.FWD_AFFINITY: 9})
+
+
+def test_new_syn_on_a_closing_tuple_follows_affinity(h: Harness) -> None:
+    """A reused source port within the closing lifetime goes to the client's affinity backend, not the old one."""
+    seed(h.maps, STICKY)
+    first = h.from_pod(tcp(flags="S"))
+    entry = h.maps.affinity.get(KEY)
+    assert entry is not None
+    old_id = entry.backend_id
+    new_id = 12 if old_id != 12 else 13
+    h.from_pod(tcp(flags="FA", seq=1001))
+    h.maps.affinity.put(KEY, AffinityVal(last_used=now_ns() - 10**9, backend_id=new_id))  # coarse clock lags
+    res = h.from_pod(tcp(flags="S"))
+    assert IP(res.packet[14:]).dst == BACKENDS[new_id - 11] != IP(first.packet[14:]).dst
+    assert h.verdicts() == Counter({Verdict.FWD_NEW: 1, Verdict.FWD_ESTABLISHED: 1, Verdict.FWD_AFFINITY: 1})
+    fwd = h.maps.ct.get(ct_key(CLIENT, FRONTEND, 40000, 80, IPPROTO_TCP, CT_DIR_FWD))
+    assert fwd is not None and (fwd.backend_id, fwd.tcp_flags) == (new_id, 0)

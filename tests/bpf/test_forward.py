@@ -244,3 +244,41 @@ def test_fin_shortens_conntrack_lifetime(h: Harness) -> None:
     assert after is not None
     assert after.tcp_flags == 1  # CT_F_FIN
     assert after.expires < before.expires - 3600 * 10**9  # closing lifetime (10 s) instead of 6 h
+
+
+@pytest.mark.parametrize("close", ["FA", "R"])
+def test_new_syn_on_a_closing_tuple_is_a_new_flow(h: Harness, close: str) -> None:
+    """As Linux conntrack kills a closing entry on a new SYN: the reused source port gets a fresh choice."""
+    seed(h.maps, WEB)
+    key = ct_key(CLIENT, FRONTEND, 40000, 80, IPPROTO_TCP, CT_DIR_FWD)
+    hits: Counter[str] = Counter()
+    for _ in range(60):
+        res = h.from_pod(tcp(flags="S"))
+        hits[IP(res.packet[14:]).dst] += 1
+        entry = h.maps.ct.get(key)
+        assert entry is not None and entry.tcp_flags == 0
+        backend = h.maps.backend.get(ct.c_uint32(entry.backend_id))
+        assert backend is not None and a32(backend.addr) == IP(res.packet[14:]).dst
+        reply = ct_key(IP(res.packet[14:]).dst, CLIENT, 8080, 40000, IPPROTO_TCP, CT_DIR_REPLY)
+        assert h.maps.ct.get(reply) is not None
+        h.from_pod(tcp(flags=close, seq=1001))
+    assert set(hits) == set(BACKENDS), hits  # 3 * (2/3)^60: never one backend left out
+    assert h.verdicts() == Counter({Verdict.FWD_NEW: 60, Verdict.FWD_ESTABLISHED: 60})
+
+
+def test_retransmitted_syn_of_a_live_flow_keeps_its_backend(h: Harness) -> None:
+    seed(h.maps, WEB)
+    first = IP(h.from_pod(tcp(flags="S")).packet[14:]).dst
+    for _ in range(20):
+        assert IP(h.from_pod(tcp(flags="S")).packet[14:]).dst == first
+    assert h.verdicts() == Counter({Verdict.FWD_NEW: 1, Verdict.FWD_ESTABLISHED: 20})
+
+
+def test_syn_ack_on_a_closing_tuple_keeps_its_backend(h: Harness) -> None:
+    """Only a pure SYN opens a connection: anything else on a closing tuple belongs to the old flow."""
+    seed(h.maps, WEB)
+    first = IP(h.from_pod(tcp(flags="S")).packet[14:]).dst
+    h.from_pod(tcp(flags="FA", seq=1001))
+    for _ in range(20):
+        assert IP(h.from_pod(tcp(flags="SA")).packet[14:]).dst == first
+    assert h.verdicts() == Counter({Verdict.FWD_NEW: 1, Verdict.FWD_ESTABLISHED: 21})
