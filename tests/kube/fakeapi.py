@@ -223,6 +223,9 @@ class FakeApiServer:
         self.rv = 1
         self.objects: dict[str, dict[str, Stored]] = {k: {} for k in API_VERSIONS}
         self._sorted: dict[str, list[Stored] | None] = {k: None for k in API_VERSIONS}
+        """per kind, the objects sorted by key (None: re-sort at the next list; setting None is always safe)"""
+        self._positions: dict[str, dict[str, int]] = {k: {} for k in API_VERSIONS}
+        """per kind, key -> index in _sorted[kind] (valid while _sorted[kind] is not None)"""
         self.history: list[Event] = []
         self.compacted_rv = 1
         """watches from a resourceVersion below this get 410"""
@@ -423,8 +426,8 @@ class FakeApiServer:
             self._sorted[kind] = None
         else:
             cached = self._sorted[kind]
-            if cached is not None:
-                cached[cached.index(old)] = stored
+            if cached is not None:  # an update keeps the key: replace in place, O(1)
+                cached[self._positions[kind][key]] = stored
         self._record(Event(self.rv, "MODIFIED" if old else "ADDED", stored, old))
         return self.rv
 
@@ -443,6 +446,7 @@ class FakeApiServer:
         if cached is None:
             cached = sorted(self.objects[kind].values(), key=lambda s: s.key)
             self._sorted[kind] = cached
+            self._positions[kind] = {s.key: i for i, s in enumerate(cached)}
         return cached
 
     def _take_failure(self, kind: str, watch: bool) -> int:

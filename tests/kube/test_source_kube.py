@@ -145,6 +145,25 @@ def test_list_is_paginated(fake: FakeApiServer, start: Start) -> None:
     assert "continue" not in pages[0].params and all("continue" in p.params for p in pages[1:])
 
 
+def test_fake_updates_after_a_list_keep_the_list_sorted_and_current(fake: FakeApiServer, start: Start) -> None:
+    # the fake replaces an updated object in its sorted list cache in place (by a key -> index map)
+    web(fake, "b", "a", "c")
+    rec = Recorder()
+    start(rec, node_name="")
+    rec.wait(lambda: KIND_SERVICE in rec.synced, "synced")
+    fake.apply(service("b", ip="10.96.1.1"))
+    fake.apply(service("d", ip="10.96.1.2"))
+    fake.apply(service("a", ip="10.96.1.3"))
+    rec2 = Recorder()
+    start(rec2, node_name="")
+    rec2.wait(lambda: KIND_SERVICE in rec2.synced, "synced")
+    listed = [key for kind, key, _ in rec2.calls[: rec2.synced_at[KIND_SERVICE]] if kind == KIND_SERVICE]
+    assert listed == ["default/a", "default/b", "default/c", "default/d"]
+    ips = {key: obj["spec"]["clusterIP"] for key, obj in rec2.view[KIND_SERVICE].items()}
+    assert ips == {"default/a": "10.96.1.3", "default/b": "10.96.1.1", "default/c": "10.96.0.12",
+                   "default/d": "10.96.1.2"}
+
+
 def test_expired_continue_token_restarts_the_list(fake: FakeApiServer, start: Start) -> None:
     fake.max_page = 3
     web(fake, *(f"s{i}" for i in range(7)))
