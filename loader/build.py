@@ -2,17 +2,23 @@
 
 Place in the data flow: the agent (and the BPF tests) call `load_datapath` once; it makes sure
 bpffs is mounted, checks the shape of maps already pinned (bcc reuses a pinned map blindly), then
-compiles bpf/bpf_tc.c, which creates or reuses the pinned maps. loader.attach hangs the returned
-program fds on devices; loader.maps opens the same maps by path for the sync.
+compiles bpf/bpf_tc.c, which creates or reuses the pinned maps: by default in a short-lived child
+(loader.compile_child) that passes the program fds back over a UNIX socket, so bcc/LLVM's memory
+never stays in the agent. The compiled map layouts are checked against loader.structs.
+loader.attach hangs the returned program fds on devices; loader.maps opens the same maps by path.
 """
 
 from __future__ import annotations
 
 import ctypes as ct
+import json
 import logging
 import os
 import platform
+import socket
 import subprocess
+import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -65,12 +71,16 @@ class DatapathBuildError(RuntimeError):
     """The datapath could not be compiled or loaded."""
 
 
+#: (size, ((field, offset, size), ...)) of a ctypes type, as bcc derived it from the C structs
+Layout = tuple[int, tuple[tuple[str, int, int], ...]]
+
+
 @dataclass
 class Datapath:
-    """The compiled and loaded programs: keep this object alive while their fds are needed."""
+    """The loaded programs: keep this object alive while their fds are needed."""
 
     bpf: Any
-    """the bcc BPF object (owns program fds and the map fds it created)"""
+    """the bcc BPF object when compiled in this process (in_process=True), else None"""
     prog_fds: dict[str, int]
     """program name -> fd"""
     pin_dir: str
@@ -79,6 +89,10 @@ class Datapath:
     """the settings it was built with"""
     compile_seconds: float
     """time spent in bcc"""
+    layouts: dict[str, tuple[Layout, Layout]] = field(default_factory=dict)
+    """map name -> (key, value) layout bcc compiled (checked against loader.structs at load)"""
+    compiler_peak_rss_kib: int = 0
+    """peak RSS of the compile child (0 when compiled in this process)"""
 
 
 def kernel_headers_dir() -> str:
@@ -136,12 +150,20 @@ def cflags(pin_dir: str, settings: DatapathSettings) -> list[str]:
 
 _loaded: dict[tuple[str, DatapathSettings], Datapath] = {}
 
+#: seconds to wait for the compile child's answer
+COMPILE_TIMEOUT_S = 300.0
 
-def load_datapath(pin_dir: str, settings: DatapathSettings | None = None) -> Datapath:
-    """Compile (once per process and pin dir) and load the tc programs; pins the maps in pin_dir."""
+
+def load_datapath(pin_dir: str, settings: DatapathSettings | None = None, *, in_process: bool = False) -> Datapath:
+    """Compile (once per process and pin dir) and load the tc programs; pins the maps in pin_dir.
+
+    By default bcc runs in a short-lived child process (loader.compile_child) that hands the program
+    fds back over a UNIX socket: bcc/LLVM's memory is never part of this process. in_process=True
+    compiles here and keeps the bcc object (Datapath.bpf).
+    """
     settings = settings or DatapathSettings()
     cached = _loaded.get((pin_dir, settings))
-    if cached is not None:
+    if cached is not None and (cached.bpf is not None or not in_process):
         return cached
     if not os.path.isdir(kernel_headers_dir()):
         raise DatapathBuildError(
@@ -150,6 +172,20 @@ def load_datapath(pin_dir: str, settings: DatapathSettings | None = None) -> Dat
         )
     ensure_bpffs(pin_dir)
     check_pinned_shapes(pin_dir, settings)
+    if in_process:
+        bpf, fds, elapsed = compile_in_process(pin_dir, settings)
+        dp = Datapath(bpf, fds, pin_dir, settings, elapsed, table_layouts(bpf))
+    else:
+        dp = _compile_in_child(pin_dir, settings)
+    check_layouts(dp.layouts)
+    log.info("datapath compiled seconds=%.2f pin_dir=%s where=%s compiler_peak_rss_mib=%.0f", dp.compile_seconds,
+             pin_dir, "process" if in_process else "child", dp.compiler_peak_rss_kib / 1024)
+    _loaded[(pin_dir, settings)] = dp
+    return dp
+
+
+def compile_in_process(pin_dir: str, settings: DatapathSettings) -> tuple[Any, dict[str, int], float]:
+    """Compile and load with bcc in this process: (bcc BPF object, program fds, seconds)."""
     from bcc import BPF  # Debian's python3-bpfcc; imported late so pure code needs no bcc
 
     started = time.monotonic()
@@ -158,14 +194,87 @@ def load_datapath(pin_dir: str, settings: DatapathSettings | None = None) -> Dat
         fns = {name: bpf.load_func(name.encode(), BPF.SCHED_CLS) for name in (PROG_FROM_POD, PROG_TO_POD)}
     except Exception as e:
         raise DatapathBuildError(f"compiling {BPF_DIR / 'bpf_tc.c'} failed: {e}") from e
-    elapsed = time.monotonic() - started
-    log.info("datapath compiled seconds=%.2f pin_dir=%s", elapsed, pin_dir)
-    dp = Datapath(bpf, {n: int(f.fd) for n, f in fns.items()}, pin_dir, settings, elapsed)
-    _loaded[(pin_dir, settings)] = dp
-    return dp
+    return bpf, {n: int(f.fd) for n, f in fns.items()}, time.monotonic() - started
 
 
-def bcc_table_layout(dp: Datapath, map_name: str) -> tuple[type[ct.Structure], type[ct.Structure]]:
-    """The key and leaf ctypes classes bcc derived from the compiled C structs (for layout tests)."""
-    table = dp.bpf.get_table(map_name)
-    return table.Key, table.Leaf
+def _compile_in_child(pin_dir: str, settings: DatapathSettings) -> Datapath:
+    """Run loader.compile_child and receive the program fds it sends (SCM_RIGHTS)."""
+    from bpfproxy.loader.compile_child import KEY_PROGRAMS, settings_to_json
+
+    request = json.dumps({"pin_dir": pin_dir, "settings": settings_to_json(settings)})
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    with ours, tempfile.TemporaryFile() as errors:
+        try:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "bpfproxy.loader.compile_child", "--fd", str(theirs.fileno()),
+                 "--request", request],
+                pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL, stdout=errors, stderr=errors,
+            )  # fmt: skip
+        finally:
+            theirs.close()
+        try:
+            ours.settimeout(COMPILE_TIMEOUT_S)
+            data, fds, flags, _ = socket.recv_fds(ours, 1 << 20, 8)
+        except OSError as e:
+            proc.kill()
+            raise DatapathBuildError(f"compile child pid={proc.pid} did not answer: {e}") from e
+        finally:
+            code = proc.wait()
+            errors.seek(0)
+            said = errors.read().decode(errors="replace").strip()
+        silent = {"error": f"compile child exited with code {code} without an answer"}
+        meta: dict[str, Any] = json.loads(data) if data else silent
+        if "error" in meta or flags & socket.MSG_CTRUNC or len(fds) != len(meta.get(KEY_PROGRAMS, ())):
+            for fd in fds:
+                os.close(fd)
+            reason = meta.get("error") or f"sent {len(fds)} fds for programs {meta.get(KEY_PROGRAMS)}"
+            tail = "\n".join(said.splitlines()[-30:])
+            raise DatapathBuildError(f"{reason}" + (f"\ncompiler output:\n{tail}" if tail else ""))
+    for line in said.splitlines()[-20:]:
+        log.info("compile child pid=%d said: %s", proc.pid, line)
+    layouts = {
+        name: (_layout_of_json(k), _layout_of_json(v)) for name, (k, v) in meta.get("layouts", {}).items()
+    }
+    prog_fds = dict(zip(meta[KEY_PROGRAMS], fds, strict=True))
+    return Datapath(None, prog_fds, pin_dir, settings, float(meta["compile_seconds"]), layouts,
+                    int(meta.get("peak_rss_kib", 0)))
+
+
+def _layout_of_json(obj: Any) -> Layout:
+    """A Layout read back from JSON lists."""
+    size, fields = obj
+    return int(size), tuple((str(n), int(o), int(z)) for n, o, z in fields)
+
+
+def ctype_layout(t: Any) -> Layout:
+    """(size, ((field, offset, size), ...)) of a ctypes type; scalars have no fields."""
+    out = []
+    for f in getattr(t, "_fields_", []):
+        desc = getattr(t, f[0])
+        out.append((str(f[0]), int(desc.offset), int(desc.size)))
+    return ct.sizeof(t), tuple(out)
+
+
+def table_layouts(bpf: Any) -> dict[str, tuple[Layout, Layout]]:
+    """Map name -> (key, value) layout of every map of ours in a bcc BPF object (per-CPU: one CPU's value)."""
+    out = {}
+    for spec in ALL_MAPS:
+        table = bpf.get_table(spec.name.encode())
+        leaf = table.Leaf._type_ if spec.kind.startswith("percpu") else table.Leaf
+        out[spec.name] = (ctype_layout(table.Key), ctype_layout(leaf))
+    return out
+
+
+def check_layouts(layouts: dict[str, tuple[Layout, Layout]]) -> None:
+    """Raise DatapathBuildError when a compiled map key or value differs from its loader.structs mirror."""
+    bad = []
+    for spec in ALL_MAPS:
+        got = layouts.get(spec.name)
+        if got is None:
+            bad.append(f"{spec.name}: not in the compiled program")
+            continue
+        for what, mirror, compiled in (("key", spec.key, got[0]), ("value", spec.value, got[1])):
+            if ctype_layout(mirror) != compiled:
+                bad.append(f"{spec.name} {what}: C {compiled}, Python {ctype_layout(mirror)}")
+    if bad:
+        raise DatapathBuildError("loader/structs.py does not match bpf/include/structs.h: " + "; ".join(bad))

@@ -3,10 +3,20 @@
 from __future__ import annotations
 
 import ctypes as ct
+import os
+import shutil
 
 import pytest
 from bpfproxy.loader import bpfsys
-from bpfproxy.loader.build import DatapathSettings, cflags, check_pinned_shapes
+from bpfproxy.loader.build import (
+    PROG_FROM_POD,
+    PROG_TO_POD,
+    DatapathBuildError,
+    DatapathSettings,
+    cflags,
+    check_pinned_shapes,
+    load_datapath,
+)
 from bpfproxy.loader.maps import SVC, MapShapeError, check_shape
 
 
@@ -36,3 +46,22 @@ def test_sizes_reach_the_compiler_as_defines() -> None:
     flags = cflags("/sys/fs/bpf/p", DatapathSettings(ct_map_max=1000, lb_map_max=2000))
     assert "-DCT_MAP_MAX=1000" in flags and "-DLB_MAP_MAX=2000" in flags
     assert '-DPIN_DIR="/sys/fs/bpf/p"' in flags
+
+
+def test_compile_child_error_reaches_the_parent_with_the_compiler_message() -> None:
+    """bcc runs in a child; its compile error is raised here with clang's own diagnostics."""
+    pin_dir = f"/sys/fs/bpf/bpxtest-bad-{os.getpid()}"
+    try:
+        with pytest.raises(DatapathBuildError) as err:
+            load_datapath(pin_dir, DatapathSettings(extra_cflags=("-DCT_LIFETIME_TCP_NS=@@",)))
+    finally:
+        shutil.rmtree(pin_dir, ignore_errors=True)
+    message = str(err.value)
+    assert "bpf_tc.c failed" in message and "#define CT_LIFETIME_TCP_NS @@" in message and "error" in message
+
+
+def test_the_datapath_is_compiled_outside_this_process(datapath) -> None:  # type: ignore[no-untyped-def]
+    """The session datapath came from the compile child: no bcc object here, live program fds, a child peak RSS."""
+    assert datapath.bpf is None and datapath.compiler_peak_rss_kib > 0
+    names = {bpfsys.prog_info(fd).name for fd in datapath.prog_fds.values()}
+    assert names == {PROG_FROM_POD, PROG_TO_POD}

@@ -2,29 +2,23 @@
 
 from __future__ import annotations
 
-import ctypes as ct
-from typing import Any
-
 import pytest
-from bpfproxy.loader.build import Datapath
-from bpfproxy.loader.maps import ALL_MAPS, MapSpec
-
-
-def _layout(t: Any) -> tuple[int, list[tuple[str, int, int]]]:
-    """(size, [(field, offset, size)]) of a ctypes type; scalars have no fields."""
-    fields = []
-    for f in getattr(t, "_fields_", []):
-        name = f[0]
-        desc = getattr(t, name)
-        fields.append((name, desc.offset, desc.size))
-    return ct.sizeof(t), fields
+from bpfproxy.loader.build import Datapath, DatapathBuildError, check_layouts, ctype_layout
+from bpfproxy.loader.maps import ALL_MAPS, SVC, MapSpec
 
 
 @pytest.mark.parametrize("spec", ALL_MAPS, ids=lambda s: s.name)
 def test_map_layout_matches_c(datapath: Datapath, spec: MapSpec) -> None:
-    table = datapath.bpf.get_table(spec.name.encode())
-    key, leaf = table.Key, table.Leaf
-    if spec.kind.startswith("percpu"):
-        leaf = leaf._type_  # bcc's per-CPU leaf is an array over CPUs
-    assert _layout(spec.key) == _layout(key), f"{spec.name} key"
-    assert _layout(spec.value) == _layout(leaf), f"{spec.name} value"
+    """The layouts the compile child read from bcc's tables equal loader.structs (load_datapath checks this too)."""
+    key, value = datapath.layouts[spec.name]
+    assert ctype_layout(spec.key) == key, f"{spec.name} key"
+    assert ctype_layout(spec.value) == value, f"{spec.name} value"
+
+
+def test_a_layout_mismatch_is_refused_naming_the_map(datapath: Datapath) -> None:
+    layouts = dict(datapath.layouts)
+    key, (size, fields) = layouts[SVC.name]
+    layouts[SVC.name] = (key, (size + 4, fields))
+    with pytest.raises(DatapathBuildError) as err:
+        check_layouts(layouts)
+    assert "bpx_svc_v1 value" in str(err.value) and "structs.py" in str(err.value)
