@@ -181,6 +181,58 @@ class Collected(Family):
         return [(self.name, _labels(self.labelnames, k), v) for k, v in sorted(values.items())]
 
 
+class _Rows(Family):
+    """Integer samples with pre-rendered label text, computed at scrape time: fn() -> [(labels text, value)]."""
+
+    def __init__(self, name: str, help: str, kind: str, fn: Callable[[], Sequence[tuple[str, int]]]) -> None:
+        super().__init__(name, help)
+        self.kind = kind
+        self.fn = fn
+
+    def _rows(self) -> Sequence[tuple[str, int]]:
+        try:
+            return self.fn()
+        except Exception:
+            log.exception("metric collection failed metric=%s", self.name)
+            return []
+
+    def samples(self) -> Iterable[tuple[str, str, float]]:
+        name = self.name
+        return [(name, text, float(value)) for text, value in self._rows()]
+
+    def render(self) -> str:
+        name = self.name
+        lines = [f"# HELP {name} {self.help}", f"# TYPE {name} {self.kind}"]
+        lines += [f"{name}{text} {value}" for text, value in self._rows()]
+        return "\n".join(lines) + "\n"
+
+
+class FrontendLabels:
+    """The {service_name="…",frontend="…"} text of each frontend, built once and kept (a few MB at 10k).
+
+    Entries of frontends that went away are dropped when the cache grows past twice what one
+    scrape used, so it never holds more than about two generations of names.
+    """
+
+    def __init__(self) -> None:
+        self._text: dict[tuple[str, str], str] = {}
+        self._used = 0
+
+    def text(self, name: str, frontend: str) -> str:
+        """The label text of (service name, frontend)."""
+        key = (name, frontend)
+        found = self._text.get(key)
+        if found is None:
+            if len(self._text) > 2 * max(self._used, 1024):
+                self._text.clear()
+            found = self._text[key] = _labels(("service_name", "frontend"), key)
+        return found
+
+    def used(self, count: int) -> None:
+        """Note how many frontends one scrape rendered (bounds the cache)."""
+        self._used = count
+
+
 class Registry:
     """An ordered set of families rendered together."""
 
@@ -264,22 +316,30 @@ class ProxierMetrics:
         self.registry.register(Collected(name, help, kind, fn, labelnames))
 
     def add_frontend_stats(self, read: Callable[[], Iterable[FrontendStat]]) -> None:
-        """Per-frontend packet and byte counters, read (e.g. from bpx_svcstat_v1) once per scrape."""
+        """Per-frontend packet and byte counters, read (e.g. from bpx_svcstat_v1) once per scrape.
+
+        At 10k frontends these are most of a scrape: the label text of each frontend is built once
+        and kept (FrontendLabels), and the packets family reads the map while bytes reuses that read.
+        """
         cache: dict[str, list[FrontendStat]] = {}
         lock = threading.Lock()
+        labels = FrontendLabels()
 
-        def rows(field: str) -> dict[Labels, float]:
-            # the packets family is rendered first and reads the map; bytes reuses that read
+        def rows(field: str) -> list[tuple[str, int]]:
             with lock:
                 if field == "packets" or "rows" not in cache:
                     cache["rows"] = list(read())
                 stats = cache["rows"]
-            return {(s.name, s.frontend): float(getattr(s, field)) for s in stats}
+            labels.used(len(stats))
+            text = labels.text
+            if field == "packets":
+                return [(text(s.name, s.frontend), s.packets) for s in stats]
+            return [(text(s.name, s.frontend), s.bytes) for s in stats]
 
-        self.collect("bpfproxy_service_packets_total", "Packets forwarded to a frontend's backends", "counter",
-                     lambda: rows("packets"), ["service_name", "frontend"])
-        self.collect("bpfproxy_service_bytes_total", "Bytes forwarded to a frontend's backends", "counter",
-                     lambda: rows("bytes"), ["service_name", "frontend"])
+        self.registry.register(_Rows("bpfproxy_service_packets_total", "Packets forwarded to a frontend's backends",
+                                     "counter", lambda: rows("packets")))
+        self.registry.register(_Rows("bpfproxy_service_bytes_total", "Bytes forwarded to a frontend's backends",
+                                     "counter", lambda: rows("bytes")))
 
     def render(self) -> str:
         """The exposition text of every metric."""
@@ -363,14 +423,26 @@ def metrics_routes(metrics: ProxierMetrics) -> dict[str, Route]:
 
 
 def svcstat_reader(maps: Any) -> Callable[[int], tuple[int, int]]:
-    """read(svc_id) -> (packets, bytes) summed over CPUs from bpx_svcstat_v1 of a DatapathMaps."""
+    """read(svc_id) -> (packets, bytes) summed over CPUs from bpx_svcstat_v1 of a DatapathMaps.
+
+    One lookup syscall per call into buffers allocated once (a scrape reads every frontend: 10k calls).
+    """
     import ctypes as ct
 
+    from bpfproxy.loader import bpfsys
+
+    svcstat = maps.svcstat
+    values = (svcstat.value_type * bpfsys.possible_cpus())()
+    key = ct.c_uint32()
+
     def read(svc_id: int) -> tuple[int, int]:
+        key.value = svc_id
+        if not bpfsys.lookup(svcstat.fd, key, values):
+            return 0, 0
         packets = nbytes = 0
-        for stat in maps.svcstat.get_percpu(ct.c_uint32(svc_id)):
-            packets += int(stat.packets)
-            nbytes += int(stat.bytes)
+        for stat in values:
+            packets += stat.packets
+            nbytes += stat.bytes
         return packets, nbytes
 
     return read

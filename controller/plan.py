@@ -228,6 +228,10 @@ class DatapathState:
         """Every service with a frontend."""
         return set(self._by_service)
 
+    def service_count(self) -> int:
+        """Services with a frontend (len(services()) without the copy)."""
+        return len(self._by_service)
+
     def service_frontends(self, service: str) -> frozenset[FrontendKey]:
         """The frontend keys of one service."""
         return self._by_service.get(service, frozenset())

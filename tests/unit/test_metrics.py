@@ -160,6 +160,38 @@ def test_frontend_stats_labels() -> None:
     assert FrontendStat("a", "b", 1, 2).bytes == 2
 
 
+def test_frontend_stats_read_outside_the_sync_lock_and_follow_changes() -> None:
+    p, w, c, _, m = make()
+    p.on_object("Service", "default/web", service())
+    p.on_object("EndpointSlice", "default/web-abc", slice_())
+    p.on_synced("Service")
+    p.on_synced("EndpointSlice")
+    apply_and_track(p, w)
+    lock_free: list[bool] = []
+
+    def counters(svc_id: int) -> tuple[int, int]:
+        free = p.locked().acquire(blocking=False)  # a sync could run while the map is read
+        if free:
+            p.locked().release()
+        lock_free.append(free)
+        return 1, 2
+
+    m.add_frontend_stats(lambda: p.frontend_stats(counters))
+    assert 'frontend="10.96.0.10:80/TCP"' in m.render()
+    assert lock_free == [True]
+    # the service moves to another address: the old frontend's row goes, the new one appears
+    p.on_object("Service", "default/web", service(ip="10.96.0.20"))
+    c.t += 5
+    apply_and_track(p, w)
+    text = m.render()
+    assert 'frontend="10.96.0.20:80/TCP"} 1' in text and "10.96.0.10" not in text
+    # label values are escaped once and kept
+    p.on_object("Service", 'default/we"b', service('we"b', ip="10.96.0.30"))
+    c.t += 5
+    apply_and_track(p, w)
+    assert 'service_name="default/we\\"b:http/TCP"' in m.render()
+
+
 def test_metrics_over_http() -> None:
     m = ProxierMetrics()
     m.sync_failures.inc()
