@@ -122,6 +122,8 @@ class Proxier:
         """health to report to (None: none)"""
         self.services = ServiceChangeTracker()
         self.slices = EndpointSliceChangeTracker(start_time=wall())
+        # until both kinds are listed, keep the objects only: the first sync is a full one anyway
+        self.services.tracking = self.slices.tracking = False
         self.nodes: dict[str, dict[str, Any]] = {}
         """Node objects by name, as the source gave them"""
         self.counters = ProxierCounters()
@@ -175,6 +177,8 @@ class Proxier:
         """Note that a kind is fully listed; the first sync happens once Services and slices are."""
         with self._lock:
             self._synced.add(kind)
+            if self.is_initialized:
+                self.services.tracking = self.slices.tracking = True
         log.info("source synced kind=%s", kind)
         if self.is_initialized:
             self._queue()

@@ -8,7 +8,8 @@ so that a change undone before the next sync (a no-op) is dropped. `take_changes
 service keys ("ns/name") to re-sync to the proxier and starts a new round. The EndpointSlice
 tracker also keeps, per service, the endpoints.kubernetes.io/last-change-trigger-time of each
 pending change (as kube-proxy does) for the network programming latency metric. Every event
-costs O(that object + the slices of its service), never O(all services).
+costs O(that object + the slices of its service), never O(all services); with `tracking` off
+(the proxier's initial list, before its first, full, sync) only the current objects are kept.
 """
 
 from __future__ import annotations
@@ -69,6 +70,9 @@ class _ParsingTracker:
     def __init__(self) -> None:
         self.bad_objects: int = 0
         """objects skipped because they did not parse (cumulative)"""
+        self.tracking = True
+        """False: keep the current objects only, record no changes (before the first sync, which is
+        full anyway: the initial list of 10k objects then costs no previous/current bookkeeping)"""
 
     def _parse(self, parse: Callable[[Mapping[str, Any]], T], obj: Mapping[str, Any], *, known: bool) -> T | _BadObject:
         """parse(obj), or _BAD after one log line naming the object (a known one keeps its last valid version)."""
@@ -99,6 +103,12 @@ class ServiceChangeTracker(_ParsingTracker):
         if isinstance(current, _BadObject):
             return key in self._changes
         previous = self._services.get(key)
+        if not self.tracking:
+            if current is None:
+                self._services.pop(key, None)
+            else:
+                self._services[key] = current
+            return previous != current
         change = self._changes.get(key)
         if change is None:
             if previous == current:
@@ -163,21 +173,14 @@ class EndpointSliceChangeTracker(_ParsingTracker):
         old = self._slices.get(key)
         if old == new:
             return False
+        if not self.tracking:
+            self._replace(key, old, new)
+            return True
         touched = {s.service_key for s in (old, new) if s is not None and s.service_key}
         for svc in touched:
             if svc not in self._previous:
                 self._previous[svc] = self._snapshot(svc)
-        if old is not None and old.service_key:
-            group = self._by_service[old.service_key]
-            group.pop(key, None)
-            if not group:
-                del self._by_service[old.service_key]
-        if new is None:
-            self._slices.pop(key, None)
-        else:
-            self._slices[key] = new
-            if new.service_key:
-                self._by_service.setdefault(new.service_key, {})[key] = new
+        self._replace(key, old, new)
         pending = False
         for svc in touched:
             if self._previous[svc] == self._snapshot(svc):
@@ -194,6 +197,20 @@ class EndpointSliceChangeTracker(_ParsingTracker):
             if when is not None and when > self.start_time:
                 self._trigger_times.setdefault(new.service_key, []).append(when)
         return pending
+
+    def _replace(self, key: str, old: EndpointSlice | None, new: EndpointSlice | None) -> None:
+        """Slice key is now new (None: gone) instead of old, in both indexes."""
+        if old is not None and old.service_key:
+            group = self._by_service[old.service_key]
+            group.pop(key, None)
+            if not group:
+                del self._by_service[old.service_key]
+        if new is None:
+            self._slices.pop(key, None)
+        else:
+            self._slices[key] = new
+            if new.service_key:
+                self._by_service.setdefault(new.service_key, {})[key] = new
 
     @property
     def pending(self) -> bool:

@@ -132,6 +132,29 @@ def test_slice_fields() -> None:
     assert parse_endpoint_slice(slice_(ports=[{"name": "", "port": None}])).ports[0].port is None
 
 
+ENDPOINT_SHAPES = [
+    # fast path (plain dict, one canonical IPv4 address, boolean conditions, no hints) and the general one
+    ({"addresses": ["10.0.0.1"], "conditions": {"ready": True}, "nodeName": "n1", "zone": "z"},
+     (("10.0.0.1",), True, None, None, "n1", "z", (), ())),
+    ({"addresses": ["10.0.0.1"], "conditions": {}}, (("10.0.0.1",), None, None, None, "", "", (), ())),
+    ({"addresses": ["10.0.0.1"]}, (("10.0.0.1",), None, None, None, "", "", (), ())),
+    ({"addresses": ["10.0.0.1", "10.0.0.2"], "conditions": {"ready": False, "serving": True, "terminating": True}},
+     (("10.0.0.1", "10.0.0.2"), False, True, True, "", "", (), ())),
+    ({"addresses": ["10.0.0.1"], "hints": None, "nodeName": None}, (("10.0.0.1",), None, None, None, "", "", (), ())),
+    ({"addresses": ["10.0.0.1"], "hints": {"forZones": [{"name": "z"}]}},
+     (("10.0.0.1",), None, None, None, "", "", ("z",), ())),
+    ({"addresses": ["10.0.0.1"], "nodeName": 7}, (("10.0.0.1",), None, None, None, "7", "", (), ())),
+]
+
+
+@pytest.mark.parametrize(("raw", "want"), ENDPOINT_SHAPES)
+def test_endpoint_shapes(raw: dict[str, Any], want: tuple[Any, ...]) -> None:
+    (ep,) = parse_endpoint_slice(slice_(endpoints=[raw])).endpoints
+    got = (ep.addresses, ep.ready, ep.serving, ep.terminating, ep.node_name, ep.zone, ep.hints_for_zones,
+           ep.hints_for_nodes)
+    assert got == want
+
+
 BAD_SLICES = [
     ("metadata.name", KeyError, "missing metadata.name"),
     ("addressType", "IPv5", "unknown addressType"),
@@ -141,6 +164,10 @@ BAD_SLICES = [
     ("endpoints.0.addresses", ["fd00::1"], "is not IPv4"),
     ("endpoints.0.addresses", [], "no addresses"),
     ("endpoints.0.conditions", {"ready": "yes"}, "not a boolean"),
+    ("endpoints.0.conditions", {"ready": 1}, "not a boolean"),  # 1 == True, but not a boolean
+    ("endpoints.0.conditions", {"ready": True, "terminating": 0}, "not a boolean"),
+    ("endpoints.0.conditions", [], "not a mapping"),
+    ("endpoints.0.addresses", "10.0.0.1", "not a list"),
     ("endpoints.0.hints", {"forZones": [{}]}, "without name"),
     ("endpoints", {"a": 1}, "not a list"),
 ]

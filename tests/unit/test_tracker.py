@@ -110,3 +110,28 @@ def test_trigger_times_of_pending_changes() -> None:
     # unparsable annotations are ignored
     assert t.update("default/s3", _annotated("yesterday", name="s3"))
     assert t.take_trigger_times() == {}
+
+
+def test_untracked_updates_keep_objects_and_record_no_changes() -> None:
+    # the proxier's initial list: objects kept and indexed, no change bookkeeping (its first sync is full)
+    st, et = ServiceChangeTracker(), EndpointSliceChangeTracker(start_time=0)
+    st.tracking = et.tracking = False
+    assert st.update("default/web", service()) is True
+    assert st.update("default/web", service()) is False  # the same again: no change
+    assert st.update("default/api", service("api", ip="10.96.0.11")) is True
+    assert st.update("default/api", None) is True
+    ann = slice_("web-a", endpoints=[endpoint("10.0.0.1")])
+    ann["metadata"]["annotations"] = {TRIGGER_TIME_ANNOTATION: "2030-01-01T00:00:00Z"}
+    assert et.update("default/web-a", ann) is True
+    assert et.update("default/web-b", slice_("web-b", endpoints=[endpoint("10.0.0.2")])) is True
+    assert et.update("default/web-b", slice_("web-b", svc="api", endpoints=[endpoint("10.0.0.2")])) is True
+    assert set(st.services) == {"default/web"} and not st.pending and st.take_changes() == {}
+    assert [s.name for s in et.slices_for("default/web")] == ["web-a"]
+    assert [s.name for s in et.slices_for("default/api")] == ["web-b"]
+    assert not et.pending and et.take_changes() == set() and et.take_trigger_times() == {}
+    # tracking on: changes are recorded from the state reached so far
+    st.tracking = et.tracking = True
+    assert st.update("default/web", service(ip="10.96.0.99")) is True
+    assert et.update("default/web-a", None) is True
+    assert set(st.take_changes()) == {"default/web"} and et.take_changes() == {"default/web"}
+    assert et.slices_for("default/web") == []
