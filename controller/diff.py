@@ -13,14 +13,14 @@ from __future__ import annotations
 
 from collections.abc import Collection
 from dataclasses import dataclass, field, fields
+from typing import NamedTuple
 
 from bpfproxy.controller.plan import BackendEntry, DatapathState, FrontendEntry, FrontendKey
 from bpfproxy.loader.structs import SVC_F_AFFINITY
 
 
-@dataclass(frozen=True)
-class SlotWrite:
-    """A backend slot of a frontend (struct svc_key slot >= 1)."""
+class SlotWrite(NamedTuple):
+    """A backend slot of a frontend (struct svc_key slot >= 1); a named tuple: a cold start builds 100k."""
 
     key: FrontendKey
     """the frontend"""
@@ -118,15 +118,24 @@ def diff(
     applied_ids = applied.svc_ids()
     purges: set[int] = set()
     put_slots: set[tuple[FrontendKey, int]] = set()
+    track_puts = services is None and bool(applied.stray_slots)  # only strays need the slots put
+    slot_puts = wp.slot_puts
     for key in ordered:
         want, have = desired.frontends.get(key), applied.frontends.get(key)
         if want is not None:
             same_id = have is not None and have.svc_id == want.svc_id
-            for slot, be_id in enumerate(want.backend_ids, start=1):
-                if not (same_id and have is not None and slot <= len(have.backend_ids)
-                        and have.backend_ids[slot - 1] == be_id):
-                    wp.slot_puts.append(SlotWrite(key, slot, want.svc_id, be_id))
-                    put_slots.add((key, slot))
+            if have is None:  # a new frontend (every one at a cold start): all its slots
+                svc_id = want.svc_id
+                slot_puts.extend([SlotWrite(key, slot, svc_id, be_id)
+                                  for slot, be_id in enumerate(want.backend_ids, start=1)])  # fmt: skip
+                if track_puts:
+                    put_slots.update((key, slot) for slot in range(1, len(want.backend_ids) + 1))
+            else:
+                for slot, be_id in enumerate(want.backend_ids, start=1):
+                    if not (same_id and slot <= len(have.backend_ids) and have.backend_ids[slot - 1] == be_id):
+                        slot_puts.append(SlotWrite(key, slot, want.svc_id, be_id))
+                        if track_puts:
+                            put_slots.add((key, slot))
             if have is None or _slot0(have) != _slot0(want):
                 wp.frontend_puts.append((key, want))
             if have is None or not same_id or have.name != want.name:

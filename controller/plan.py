@@ -13,7 +13,7 @@ from __future__ import annotations
 import copy
 import heapq
 import logging
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -309,6 +309,24 @@ class DatapathState:
         self._backends_by_svc[entry.svc_id] = self._backends_by_svc.get(entry.svc_id, frozenset()) | {ident}
         self._backend_index.setdefault(index_key, ident)
 
+    def add_backends(self, svc_id: int, entries: Sequence[tuple[int, BackendEntry]]) -> None:
+        """add_backend for each (id, entry) of one frontend (every entry.svc_id == svc_id): its backend
+        set is rebuilt once, not once per backend (a full plan adds 100k backends)."""
+        j = self._journal
+        backends, index = self.backends, self._backend_index
+        for ident, entry in entries:
+            assert ident not in backends and entry.svc_id == svc_id, (ident, entry)
+            index_key = (svc_id, entry.addr, entry.port)
+            if j is not None:
+                j.backends.setdefault(ident, None)
+                j.backend_index.setdefault(index_key, index.get(index_key))
+            backends[ident] = entry
+            index.setdefault(index_key, ident)
+        if entries:
+            self._backends_by_svc[svc_id] = self._backends_by_svc.get(svc_id, frozenset()).union(
+                [ident for ident, _ in entries]
+            )
+
     def remove_backend(self, ident: int) -> BackendEntry:
         """Remove a backend; returns it."""
         entry = self.backends.pop(ident)
@@ -491,9 +509,10 @@ def _plan_service(
         else:
             reused_svc.append(svc_id)
         slots: list[int] = []
+        adding: dict[int, BackendEntry] = {}
         for ref in f.backends:
             be_id = before.backend_id(svc_id, ref.addr, ref.port) if prev is not None else None
-            if be_id is not None and be_id in desired.backends:
+            if be_id is not None and (be_id in desired.backends or be_id in adding):
                 be_id = None
             if be_id is None:
                 be_id = desired.backend_id_alloc.allocate()
@@ -502,9 +521,10 @@ def _plan_service(
             else:
                 reused_be.append(be_id)
             flags = BE_F_TERMINATING if ref.terminating else 0
-            desired.add_backend(be_id, BackendEntry(ref.addr, ref.port, f.proto, flags, svc_id))
+            adding[be_id] = BackendEntry(ref.addr, ref.port, f.proto, flags, svc_id)
             if not ref.terminating:
                 slots.append(be_id)
+        desired.add_backends(svc_id, list(adding.items()))
         flags = (SVC_F_AFFINITY if f.affinity_timeout else 0) | (SVC_F_DROP_NO_EP if f.drop_no_ep else 0)
         desired.add_frontend(
             key, FrontendEntry(svc_id, f.name, flags, f.affinity_timeout, tuple(slots))

@@ -53,8 +53,9 @@ def tune_gc() -> None:
 
 @contextlib.contextmanager
 def _gc_paused() -> Iterator[None]:
-    """No cyclic garbage collection inside (a full plan allocates ~1M acyclic objects at 10k
-    services; collections triggered by them rescan the whole heap and double its time)."""
+    """No cyclic garbage collection inside (a full sync allocates ~1M acyclic objects at 10k
+    services, plan and the writer's ctypes records; collections triggered by them rescan the whole
+    heap and double its time). The full sync freezes what it built before leaving."""
     was_enabled = gc.isenabled()
     gc.disable()
     try:
@@ -295,14 +296,18 @@ class Proxier:
                     with _gc_paused():
                         desired = plan(self._frontends(set(self.services.services)), applied, self.limits)
                         wp = diff(applied, desired)
+                        if not wp.empty:
+                            self.writer.apply(wp)
+                        # the state is long-lived: frozen, no later collection rescans it
+                        gc.freeze()
                 else:
                     # in place: if the write fails, the state is dirty and is read back (need_read)
                     self._need_read = True
                     journal = plan_in_place(self._frontends(keys), applied, self.limits, services=keys)
                     wp = diff(journal.applied_view(applied), applied, services=keys)
                     desired = applied
-                if not wp.empty:
-                    self.writer.apply(wp)
+                    if not wp.empty:
+                        self.writer.apply(wp)
             except Exception:
                 self.counters.failures += 1
                 self._need_full = True
@@ -319,8 +324,6 @@ class Proxier:
                 self._need_full = False
                 self._last_full = start
                 self.counters.full_syncs += 1
-                # the applied state is long-lived: keep later collections from rescanning it
-                gc.freeze()
             self.counters.skipped_services = len(desired.skipped)
             duration = self.clock.now() - start
             self.counters.syncs += 1

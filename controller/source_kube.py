@@ -135,18 +135,30 @@ def _status_message(body: Any) -> str:
     return str(status.get("message") or status.get("reason") or "") if isinstance(status, dict) else ""
 
 
-def _parse(body: bytes) -> Any:
-    """json.loads with the cyclic GC paused: a 30 MB list makes millions of dicts, and the collections
-    they trigger (walking every object of the process, the client's models included) cost twice the parse.
+@contextlib.contextmanager
+def _gc_paused() -> Iterator[None]:
+    """No cyclic garbage collection inside, and what it allocated is frozen (gc.freeze) on the way out.
+
+    A list page makes ~1M dicts and its parse as many long-lived model objects; merely pausing the
+    collector only defers the scans (the first collection after it walks them all, then again in
+    each older generation), so they cost as much as the work itself. Frozen objects are never
+    scanned; all of these are acyclic, so refcounting still frees the ones that die (the raw pages).
     """
     paused = gc.isenabled()
     if paused:
         gc.disable()
     try:
-        return json.loads(body)
+        yield
     finally:
         if paused:
+            gc.freeze()
             gc.enable()
+
+
+def _parse(body: bytes) -> Any:
+    """json.loads with the cyclic GC paused."""
+    with _gc_paused():
+        return json.loads(body)
 
 
 def _read_lines(resp: Any, stop: threading.Event) -> Iterator[bytes]:
@@ -307,7 +319,7 @@ class _KindWatcher:
     def _report_items(self, items: Any, seen: dict[str, str]) -> None:
         kind, api_version, known = self.spec.kind, self.api_version, self.known
         handler = self.source.handler
-        with self.source.lock:
+        with self.source.lock, _gc_paused():
             for obj in items:
                 if not isinstance(obj, dict):
                     continue
