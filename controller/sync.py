@@ -1,9 +1,10 @@
 """The only writer of the service maps: executes a WritePlan, and reads the maps back as a state.
 
 Place in the data flow: the last stage. `MapsWriter.apply()` runs the phases of a diff.WritePlan
-in order with batched writes (put_many / delete_many), converting addresses and ports to network
-byte order. `read_applied()` rebuilds a plan.DatapathState (ids, counts, names, address entries)
-from the pinned maps, so a restarted agent takes what is there as applied and writes only the
+in order, each phase packed with struct into one buffer (loader.maps.packer: no ctypes object per
+element) and written with batch calls (put_raw / delete_raw), addresses and ports in network byte
+order. `read_applied()` rebuilds a plan.DatapathState (ids, counts, names, address entries)
+from the pinned maps (read with BPF_MAP_LOOKUP_BATCH), so a restarted agent takes what is there as applied and writes only the
 difference. Any failure raises; the proxier then re-reads the maps and does a full sync.
 """
 
@@ -13,11 +14,15 @@ import ctypes as ct
 import logging
 import socket
 import struct
+from collections.abc import Callable
+from itertools import groupby
+from operator import attrgetter, itemgetter
+from typing import Any
 
 from bpfproxy.controller.diff import WritePlan
 from bpfproxy.controller.plan import BackendEntry, DatapathState, FrontendEntry, FrontendKey
 from bpfproxy.loader import bpfsys
-from bpfproxy.loader.maps import DatapathMaps
+from bpfproxy.loader.maps import DatapathMaps, packer
 from bpfproxy.loader.structs import SVC_F_ADDR, SVC_NAME_LEN, AffinityKey, Backend, SvcKey, SvcName, SvcVal
 
 log = logging.getLogger(__name__)
@@ -44,9 +49,28 @@ def address_key(addr: str) -> SvcKey:
     return SvcKey(addr=ip_to_be32(addr), port=0, slot=0, proto=0, scope=0)
 
 
-def _name(value: str) -> SvcName:
-    raw = value.encode()[: SVC_NAME_LEN - 1]
-    return SvcName(name=raw)
+def _name_bytes(value: str) -> bytes:
+    """The bytes of a struct svc_name (the struct packer pads them with zeros)."""
+    return value.encode()[: SVC_NAME_LEN - 1]
+
+
+def _struct_of(ctype: Any, fields: tuple[str, ...], raw: tuple[str, ...] = ()) -> struct.Struct:
+    """packer(ctype, raw), checked to pack exactly these fields in this order (the tuples below rely on it)."""
+    packed, names = packer(ctype, raw)
+    if names != fields:
+        raise TypeError(f"{ctype.__name__} packs fields {names}, the writer expects {fields}")
+    return packed
+
+
+# packed layouts of the map elements the writer handles: bulk writes and reads go through plain tuples
+_U32 = _struct_of(ct.c_uint32, ("value",))
+_SVC_KEY = _struct_of(SvcKey, ("addr", "port", "slot", "proto", "scope"))
+_SVC_VAL = _struct_of(SvcVal, ("backend_id", "count", "svc_id", "affinity_timeout", "flags"))
+_BACKEND = _struct_of(Backend, ("addr", "port", "proto", "flags", "svc_id"))
+_NAME = _struct_of(SvcName, ("name",))
+# for writing: addresses as the 4 network-order bytes socket.inet_aton returns
+_SVC_KEY_W = _struct_of(SvcKey, ("addr", "port", "slot", "proto", "scope"), ("addr",))
+_BACKEND_W = _struct_of(Backend, ("addr", "port", "proto", "flags", "svc_id"), ("addr",))
 
 
 class MapsWriter:
@@ -62,55 +86,68 @@ class MapsWriter:
         """the foreign-prefix and quiet-port bitmaps were rebuilt by this writer (then only new entries need marking)"""
 
     def read_applied(self) -> DatapathState:
-        """The state the maps hold now: frontends, slots, backends, names, address entries."""
+        """The state the maps hold now: frontends, slots, backends, names, address entries.
+
+        Each map is read with batch lookups into one buffer and unpacked as tuples (no ctypes object per entry).
+        """
         m = self.maps
         state = DatapathState()
-        names = {int(k.value): bytes(v.name).split(b"\0", 1)[0].decode(errors="replace")
-                 for k, v in m.svcname.items()}
+        kraw, vraw = m.svcname.read_raw()
+        names = {k: bytes(v).split(b"\0", 1)[0].decode(errors="replace")
+                 for (k,), (v,) in zip(_U32.iter_unpack(kraw), _NAME.iter_unpack(vraw), strict=True)}
         state.names = dict(names)
-        masters: dict[FrontendKey, SvcVal] = {}
-        slots: dict[FrontendKey, dict[int, int]] = {}
-        for k, v in m.svc.items():
-            addr = be32_to_ip(k.addr)
-            if k.proto == 0 and k.port == 0 and k.slot == 0:
-                if v.flags & SVC_F_ADDR:
-                    state.addresses.add(addr)
+        masters: dict[tuple[int, int, int, int], tuple[int, ...]] = {}
+        slots: dict[tuple[int, int, int, int], dict[int, int]] = {}
+        addresses_be32: set[int] = set()
+        kraw, vraw = m.svc.read_raw()
+        for (addr, port, slot, proto, scope), val in zip(_SVC_KEY.iter_unpack(kraw), _SVC_VAL.iter_unpack(vraw),
+                                                         strict=True):
+            if proto == 0 and port == 0 and slot == 0:
+                if val[4] & SVC_F_ADDR:
+                    addresses_be32.add(addr)
                 continue
-            fkey = FrontendKey(addr, socket.ntohs(k.port), int(k.proto), int(k.scope))
-            if k.slot == 0:
-                masters[fkey] = SvcVal.from_buffer_copy(v)
+            if slot == 0:
+                masters[(addr, port, proto, scope)] = val
             else:
-                slots.setdefault(fkey, {})[int(k.slot)] = int(v.backend_id)
-        extra_addresses = set(state.addresses)
-        state.addresses = set()
-        for fkey, v in sorted(masters.items(), key=lambda kv: kv[1].svc_id):
-            have = slots.pop(fkey, {})
-            count = int(v.count)
+                slots.setdefault((addr, port, proto, scope), {})[slot] = val[0]
+        ip_of = _ip_cache()
+        extra_addresses = {ip_of(a) for a in addresses_be32}
+        kraw_be, vraw_be = m.backend.read_raw()
+        be_ids = memoryview(kraw_be).cast("I").tolist()
+        be_vals = list(_BACKEND.iter_unpack(vraw_be))
+        be_ips = {a: be32_to_ip(a) for a in set(memoryview(vraw_be).cast("I")[:: _BACKEND.size // 4])}
+        for raw_key, (_, count, svc_id, timeout, flags) in sorted(masters.items(), key=lambda kv: kv[1][2]):
+            fkey = _fkey(raw_key, ip_of)
+            have = slots.pop(raw_key, {})
             ids = tuple(have.get(i, 0) for i in range(1, count + 1))
             state.stray_slots |= {(fkey, s) for s in have if not 1 <= s <= count}
-            svc_id = int(v.svc_id)
             name = names.get(svc_id, f"?/unnamed:{svc_id}/?")
             if svc_id in state.svc_ids():
                 log.warning("two frontends share an id svc_id=%d frontend=%s; it will be rewritten", svc_id, fkey)
                 state.stray_slots.add((fkey, 0))
                 continue
             state.svc_id_alloc.reserve(svc_id)
-            state.add_frontend(fkey, FrontendEntry(svc_id, name, int(v.flags), int(v.affinity_timeout), ids))
-        for fkey, rest in slots.items():
+            state.add_frontend(fkey, FrontendEntry(svc_id, name, flags, timeout, ids))
+        for raw_key, rest in slots.items():
+            fkey = _fkey(raw_key, ip_of)
             state.stray_slots |= {(fkey, s) for s in rest}
         state.addresses |= extra_addresses
         # every address the maps route (address entries and frontends, stray ones included): none may be foreign
-        self._read_addresses = set(state.addresses) | {k.addr for k in masters} | {k.addr for k, _ in state.stray_slots}
+        self._read_addresses = (set(state.addresses) | {ip_of(k[0]) for k in masters}
+                                | {k.addr for k, _ in state.stray_slots})
+        ntohs, reserve, add = socket.ntohs, state.backend_id_alloc.reserve, state.add_backend
+        for i in sorted(range(len(be_ids)), key=be_ids.__getitem__):
+            addr, port, proto, flags, svc_id = be_vals[i]
+            reserve(be_ids[i])
+            add(be_ids[i], BackendEntry(be_ips[addr], ntohs(port), proto, flags, svc_id))
         self._read_ports = {b.port for b in state.backends.values()}
-        for bkey, b in sorted(m.backend.items(), key=lambda kv: int(kv[0].value)):
-            ident = int(bkey.value)
-            state.backend_id_alloc.reserve(ident)
-            state.add_backend(ident, BackendEntry(be32_to_ip(b.addr), socket.ntohs(b.port), int(b.proto),
-                                                  int(b.flags), int(b.svc_id)))
         return state
 
     def apply(self, wp: WritePlan) -> None:
-        """Execute the phases of wp in order; raises on the first failure."""
+        """Execute the phases of wp in order; raises on the first failure.
+
+        Every phase is packed into one buffer with struct (see loader.maps.packer) and written with batch calls.
+        """
         m = self.maps
         # the datapath passes traffic to a /16 marked foreign without looking further: the first apply
         # rebuilds the bitmap from what the maps hold, and every new address is unmarked before it is written
@@ -125,30 +162,84 @@ class MapsWriter:
             m.mark_service_addresses(wp.address_puts)
         if wp.backend_puts:
             m.mark_backend_ports({b.port for _, b in wp.backend_puts})
-        if wp.stat_resets:
-            zero = (m.svcstat.value_type * bpfsys.possible_cpus())()
-            for ident in wp.stat_resets:
-                bpfsys.update(m.svcstat.fd, ct.c_uint32(ident), zero)
-        m.backend.put_many([
-            (ct.c_uint32(i), Backend(addr=ip_to_be32(b.addr), port=socket.htons(b.port), proto=b.proto,
-                                     flags=b.flags, svc_id=b.svc_id))
-            for i, b in wp.backend_puts
-        ])
-        m.svc.put_many([(svc_key(s.key, s.slot), SvcVal(backend_id=s.backend_id, svc_id=s.svc_id))
-                        for s in wp.slot_puts])
-        m.svc.put_many([(address_key(a), SvcVal(flags=SVC_F_ADDR)) for a in wp.address_puts])
-        m.svc.put_many([
-            (svc_key(k, 0), SvcVal(backend_id=0, count=len(e.backend_ids), svc_id=e.svc_id,
-                                   affinity_timeout=e.affinity_timeout, flags=e.flags))
-            for k, e in wp.frontend_puts
-        ])
-        m.svcname.put_many([(ct.c_uint32(i), _name(n)) for i, n in wp.name_puts])
-        m.svc.delete_many([svc_key(k, 0) for k in wp.frontend_deletes])
-        m.svc.delete_many([svc_key(k, s) for k, s in wp.slot_deletes])
-        m.svc.delete_many([address_key(a) for a in wp.address_deletes])
-        m.backend.delete_many([ct.c_uint32(i) for i in wp.backend_deletes])
-        m.svcname.delete_many([ct.c_uint32(i) for i in wp.name_deletes])
+        if wp.stat_resets:  # per-CPU values: each element is one 8-byte-aligned value per possible CPU
+            per_elem = ((ct.sizeof(m.svcstat.value_type) + 7) & ~7) * bpfsys.possible_cpus()
+            m.svcstat.put_raw(b"".join([_U32.pack(i) for i in wp.stat_resets]), bytes(per_elem * len(wp.stat_resets)),
+                              value_size=per_elem)
+        be32 = _aton_cache()
+        htons = socket.htons
+        u32, svc_key_, svc_val, backend = _U32.pack, _SVC_KEY_W.pack, _SVC_VAL.pack, _BACKEND_W.pack
+        if wp.backend_puts:
+            aton = socket.inet_aton  # backend addresses rarely recur: no cache
+            m.backend.put_raw(b"".join([u32(i) for i, _ in wp.backend_puts]),
+                              b"".join([backend(aton(b.addr), htons(b.port), b.proto, b.flags, b.svc_id)
+                                        for _, b in wp.backend_puts]))
+        if wp.slot_puts:
+            keys = bytearray()
+            for fkey, group in groupby(wp.slot_puts, key=attrgetter("key")):  # a frontend's slots come together
+                addr, port, proto, scope = be32(fkey.addr), htons(fkey.port), fkey.proto, fkey.scope
+                keys += b"".join([svc_key_(addr, port, s.slot, proto, scope) for s in group])
+            m.svc.put_raw(keys, b"".join([svc_val(s.backend_id, 0, s.svc_id, 0, 0) for s in wp.slot_puts]))
+        if wp.address_puts:
+            m.svc.put_raw(b"".join([svc_key_(be32(a), 0, 0, 0, 0) for a in wp.address_puts]),
+                          svc_val(0, 0, 0, 0, SVC_F_ADDR) * len(wp.address_puts))
+        if wp.frontend_puts:
+            m.svc.put_raw(b"".join([svc_key_(be32(k.addr), htons(k.port), 0, k.proto, k.scope)
+                                    for k, _ in wp.frontend_puts]),
+                          b"".join([svc_val(0, len(e.backend_ids), e.svc_id, e.affinity_timeout, e.flags)
+                                    for _, e in wp.frontend_puts]))
+        if wp.name_puts:
+            m.svcname.put_raw(b"".join([u32(i) for i, _ in wp.name_puts]),
+                              b"".join([_NAME.pack(_name_bytes(n)) for _, n in wp.name_puts]))
+        if wp.frontend_deletes:
+            m.svc.delete_raw(b"".join([svc_key_(be32(k.addr), htons(k.port), 0, k.proto, k.scope)
+                                       for k in wp.frontend_deletes]))
+        if wp.slot_deletes:
+            keys = bytearray()
+            for fkey, dels in groupby(wp.slot_deletes, key=itemgetter(0)):
+                addr, port, proto, scope = be32(fkey.addr), htons(fkey.port), fkey.proto, fkey.scope
+                keys += b"".join([svc_key_(addr, port, s, proto, scope) for _, s in dels])
+            m.svc.delete_raw(keys)
+        if wp.address_deletes:
+            m.svc.delete_raw(b"".join([svc_key_(be32(a), 0, 0, 0, 0) for a in wp.address_deletes]))
+        if wp.backend_deletes:
+            m.backend.delete_raw(b"".join([u32(i) for i in wp.backend_deletes]))
+        if wp.name_deletes:
+            m.svcname.delete_raw(b"".join([u32(i) for i in wp.name_deletes]))
         if wp.affinity_purges:
             purge = set(wp.affinity_purges)
             stale: list[AffinityKey] = [k for k in m.affinity.keys() if k.svc_id in purge]  # noqa: SIM118
             m.affinity.delete_many(stale)
+
+
+def _fkey(raw: tuple[int, int, int, int], ip_of: Callable[[int], str]) -> FrontendKey:
+    """The FrontendKey of a packed (addr, port, proto, scope) in network order."""
+    addr, port, proto, scope = raw
+    return FrontendKey(ip_of(addr), socket.ntohs(port), proto, scope)
+
+
+def _aton_cache() -> Callable[[str], bytes]:
+    """socket.inet_aton remembering its answers (frontend addresses recur in an apply)."""
+    seen: dict[str, bytes] = {}
+    aton = socket.inet_aton
+
+    def be32(addr: str) -> bytes:
+        value = seen.get(addr)
+        if value is None:
+            value = seen[addr] = aton(addr)
+        return value
+
+    return be32
+
+
+def _ip_cache() -> Callable[[int], str]:
+    """be32_to_ip remembering its answers."""
+    seen: dict[int, str] = {}
+
+    def ip(value: int) -> str:
+        text = seen.get(value)
+        if text is None:
+            text = seen[value] = be32_to_ip(value)
+        return text
+
+    return ip

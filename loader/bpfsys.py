@@ -81,6 +81,22 @@ class _InfoAttr(ct.Structure):
     _fields_ = [("bpf_fd", ct.c_uint32), ("info_len", ct.c_uint32), ("info", ct.c_uint64)]
 
 
+def lookup_batch(
+    fd: int, in_batch: ct._CData | None, out_batch: ct._CData, keys: ct._CData, values: ct._CData, count: int
+) -> tuple[int, bool]:
+    """Read up to count elements after position in_batch (None: from the start) in one call
+    (BPF_MAP_LOOKUP_BATCH); the position reached goes to out_batch. Returns (elements read, finished)."""
+    attr = _BatchAttr(in_batch=_addr(in_batch), out_batch=ct.addressof(out_batch), keys=ct.addressof(keys),
+                      values=ct.addressof(values), count=count, map_fd=fd)
+    try:
+        bpf(BPF_MAP_LOOKUP_BATCH, attr, f"batch lookup of {count} elements")
+    except BpfError as e:
+        if e.errno != errno.ENOENT:
+            raise
+        return int(attr.count), True
+    return int(attr.count), False
+
+
 class _TestRunAttr(ct.Structure):
     _fields_ = [
         ("prog_fd", ct.c_uint32),
@@ -279,15 +295,15 @@ def next_key(fd: int, key: ct._CData | None, out: ct._CData) -> bool:
     return True
 
 
-def update_batch(fd: int, keys: ct.Array[ct._CData], values: ct.Array[ct._CData], count: int) -> None:
-    """Write count elements in one call (BPF_MAP_UPDATE_BATCH)."""
+def update_batch(fd: int, keys: ct._CData, values: ct._CData, count: int) -> None:
+    """Write count elements in one call (BPF_MAP_UPDATE_BATCH); keys and values: packed arrays."""
     attr = _BatchAttr(keys=ct.addressof(keys), values=ct.addressof(values), count=count, map_fd=fd)
     bpf(BPF_MAP_UPDATE_BATCH, attr, f"batch update of {count} elements")
     if attr.count != count:
         raise BpfError(errno.EIO, f"batch update wrote {attr.count} of {count} elements")
 
 
-def delete_batch(fd: int, keys: ct.Array[ct._CData], count: int) -> int:
+def delete_batch(fd: int, keys: ct._CData, count: int) -> int:
     """Delete count keys in one call; returns how many were deleted (absent keys stop the kernel)."""
     attr = _BatchAttr(keys=ct.addressof(keys), count=count, map_fd=fd)
     try:

@@ -11,9 +11,11 @@ import ctypes as ct
 import ipaddress
 import os
 import socket
+import struct
 import sys
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from functools import cache
 from typing import Any, Generic, TypeVar, cast
 
 from bpfproxy.loader import bpfsys
@@ -88,6 +90,52 @@ RETIRED_MAP_NAMES: tuple[str, ...] = ("bpx_verdict_v1",)
 
 _KIND_TYPE = {"hash": 1, "array": 2, "percpu_array": 6, "lru_hash": 9, "lpm_trie": 11}
 
+#: map types read with BPF_MAP_LOOKUP_BATCH (hash, array, lru_hash); the others are walked key by key
+_BATCH_READ_TYPES = {1, 2, 9}
+
+#: elements per batch call
+BATCH_CHUNK = 8192
+
+_CODES: dict[Any, str] = {ct.c_uint8: "B", ct.c_uint16: "H", ct.c_uint32: "I", ct.c_uint64: "Q"}
+
+
+@cache
+def packer(ctype: Any, raw_fields: tuple[str, ...] = ()) -> tuple[struct.Struct, tuple[str, ...]]:
+    """A struct.Struct with ctype's exact layout (native byte order, padding included) and the names of the
+    fields it packs, in order ("pad*" fields are zero bytes; a scalar type packs one field, "value").
+    Fields named in raw_fields are packed as bytes of their size (e.g. an address as socket.inet_aton gives it).
+
+    Packing plain tuples into one buffer is what makes bulk map writes fast: no ctypes object per element.
+    """
+    if ctype in _CODES:
+        return struct.Struct("=" + _CODES[ctype]), ("value",)
+    fmt, names, pos = "=", [], 0
+    for f in ctype._fields_:  # type: ignore[attr-defined]
+        name, ftype = f[0], f[1]
+        desc = getattr(ctype, name)
+        if desc.offset > pos:
+            fmt += f"{desc.offset - pos}x"
+        if name.startswith("pad"):
+            fmt += f"{desc.size}x"
+        elif name in raw_fields:
+            fmt += f"{desc.size}s"
+            names.append(name)
+        elif ftype in _CODES:
+            fmt += _CODES[ftype]
+            names.append(name)
+        elif issubclass(ftype, ct.Array) and ftype._type_ is ct.c_char:
+            fmt += f"{desc.size}s"
+            names.append(name)
+        else:
+            raise TypeError(f"{ctype.__name__}.{name}: no struct code for {ftype}")
+        pos = desc.offset + desc.size
+    if ct.sizeof(ctype) > pos:
+        fmt += f"{ct.sizeof(ctype) - pos}x"
+    packed = struct.Struct(fmt)
+    if packed.size != ct.sizeof(ctype):
+        raise TypeError(f"{ctype.__name__}: struct format {fmt} is {packed.size} bytes, ctypes {ct.sizeof(ctype)}")
+    return packed, tuple(names)
+
 
 class Map(Generic[K, V]):
     """A pinned map opened by path, with typed keys and values."""
@@ -97,6 +145,7 @@ class Map(Generic[K, V]):
         self.fd = fd
         self.max_entries = int(info.max_entries)
         self.percpu = info.type in bpfsys.PERCPU_MAP_TYPES
+        self.type = int(info.type)
         self.key_type: type[K] = spec.key  # type: ignore[assignment]
         self.value_type: type[V] = spec.value  # type: ignore[assignment]
 
@@ -137,8 +186,8 @@ class Map(Generic[K, V]):
         """Delete one key; False when it was absent."""
         return bpfsys.delete(self.fd, key)
 
-    def keys(self) -> Iterator[K]:
-        """Every key (a snapshot walk; concurrent changes may be missed or repeated)."""
+    def _walk_keys(self) -> Iterator[K]:
+        """Every key by BPF_MAP_GET_NEXT_KEY, one syscall each."""
         prev: K | None = None
         while True:
             out = self.key_type()
@@ -147,35 +196,115 @@ class Map(Generic[K, V]):
             yield out
             prev = out
 
-    def items(self) -> Iterator[tuple[K, V]]:
-        """Every (key, value) pair of a non-per-CPU map."""
-        for key in self.keys():
+    def read_raw(self) -> tuple[bytes, bytes]:
+        """Every key and value of a non-per-CPU map, packed back to back (snapshot semantics as keys()).
+
+        Hash, LRU and array maps are read with BPF_MAP_LOOKUP_BATCH, BATCH_CHUNK elements per call;
+        others (the LPM trie) key by key. Unpack with packer(key_type) / packer(value_type).iter_unpack.
+        """
+        if self.percpu:
+            raise TypeError(f"{self.spec.name}: read_raw does not read per-CPU maps")
+        if self.type not in _BATCH_READ_TYPES:
+            pairs = [(bytes(k), bytes(v)) for k, v in self._items_walk()]
+            return b"".join(k for k, _ in pairs), b"".join(v for _, v in pairs)
+        ks, vs = ct.sizeof(self.key_type), ct.sizeof(self.value_type)
+        keys_buf = ct.create_string_buffer(BATCH_CHUNK * ks)
+        values_buf = ct.create_string_buffer(BATCH_CHUNK * vs)
+        pos = [ct.create_string_buffer(max(ks, 8)), ct.create_string_buffer(max(ks, 8))]
+        out_keys, out_values = bytearray(), bytearray()
+        first = True
+        while True:
+            n, done = bpfsys.lookup_batch(self.fd, None if first else pos[0], pos[1], keys_buf, values_buf,
+                                          BATCH_CHUNK)
+            out_keys += memoryview(keys_buf)[: n * ks]
+            out_values += memoryview(values_buf)[: n * vs]
+            if done:
+                return bytes(out_keys), bytes(out_values)
+            pos.reverse()
+            first = False
+
+    def keys(self) -> Iterator[K]:
+        """Every key (a snapshot; concurrent changes may be missed or repeated)."""
+        if self.percpu or self.type not in _BATCH_READ_TYPES:
+            yield from self._walk_keys()
+            return
+        raw, _ = self.read_raw()
+        size, from_copy = ct.sizeof(self.key_type), cast(Any, self.key_type).from_buffer_copy
+        for off in range(0, len(raw), size):
+            yield from_copy(raw, off)
+
+    def _items_walk(self) -> Iterator[tuple[K, V]]:
+        for key in self._walk_keys():
             value = self.get(key)
             if value is not None:
                 yield key, value
 
+    def items(self) -> Iterator[tuple[K, V]]:
+        """Every (key, value) pair of a non-per-CPU map."""
+        if self.type not in _BATCH_READ_TYPES:
+            yield from self._items_walk()
+            return
+        kraw, vraw = self.read_raw()
+        ks, vs = ct.sizeof(self.key_type), ct.sizeof(self.value_type)
+        kcopy, vcopy = cast(Any, self.key_type).from_buffer_copy, cast(Any, self.value_type).from_buffer_copy
+        for i in range(len(kraw) // ks):
+            yield kcopy(kraw, i * ks), vcopy(vraw, i * vs)
+
+    def put_raw(self, keys: bytes | bytearray, values: bytes | bytearray, *, value_size: int | None = None) -> None:
+        """Write packed keys and values (see packer) with BPF_MAP_UPDATE_BATCH, in chunks, in order.
+
+        value_size: bytes per element of values (per-CPU maps: the 8-aligned value times the possible CPUs).
+        """
+        ks, vs = ct.sizeof(self.key_type), value_size or ct.sizeof(self.value_type)
+        count = len(keys) // ks
+        if len(keys) != count * ks or len(values) != count * vs:
+            raise ValueError(f"{self.spec.name}: {len(keys)} key bytes and {len(values)} value bytes "
+                             f"are not {count} elements of {ks} + {vs} bytes")
+        kbuf, vbuf = _c_buffer(keys), _c_buffer(values)
+        for start in range(0, count, BATCH_CHUNK):
+            n = min(BATCH_CHUNK, count - start)
+            bpfsys.update_batch(self.fd, _at(kbuf, start * ks, n * ks), _at(vbuf, start * vs, n * vs), n)
+
+    def delete_raw(self, keys: bytes | bytearray) -> int:
+        """Delete packed keys with BPF_MAP_DELETE_BATCH; absent keys are skipped. Returns how many were deleted."""
+        ks = ct.sizeof(self.key_type)
+        count = len(keys) // ks
+        kbuf = _c_buffer(keys)
+        deleted = start = 0
+        while start < count:
+            n = min(BATCH_CHUNK, count - start)
+            done = bpfsys.delete_batch(self.fd, _at(kbuf, start * ks, n * ks), n)
+            deleted += done
+            start += done
+            if done < n:  # the kernel stops at an absent key: skip it and go on
+                deleted += bpfsys.delete(self.fd, _at(kbuf, start * ks, ks))
+                start += 1
+        return deleted
+
     def put_many(self, pairs: Sequence[tuple[K, V]]) -> None:
         """Write all pairs with BPF_MAP_UPDATE_BATCH (in chunks), in the given order."""
-        chunk = 8192
-        for start in range(0, len(pairs), chunk):
-            part = pairs[start : start + chunk]
-            keys = _array(self.key_type, len(part))(*(k for k, _ in part))
-            values = _array(self.value_type, len(part))(*(v for _, v in part))
-            bpfsys.update_batch(self.fd, keys, values, len(part))
+        self.put_raw(b"".join([bytes(k) for k, _ in pairs]), b"".join([bytes(v) for _, v in pairs]))
 
     def delete_many(self, keys: Sequence[K]) -> None:
-        """Delete keys; absent keys are skipped (falls back to single deletes after the first absent one)."""
-        if not keys:
-            return
-        arr = _array(self.key_type, len(keys))(*keys)
-        done = bpfsys.delete_batch(self.fd, arr, len(keys))
-        for key in keys[done:]:
-            bpfsys.delete(self.fd, key)
+        """Delete keys; absent keys are skipped."""
+        if keys:
+            self.delete_raw(b"".join([bytes(k) for k in keys]))
 
 
 def _array(item: type[ct._CData], length: int) -> Any:
     """The ctypes array type of length items (typeshed cannot multiply a generic ctypes type)."""
     return cast(Any, item) * length
+
+
+def _c_buffer(data: bytes | bytearray) -> ct.Array[ct.c_char]:
+    """A ctypes view of data (bytes are copied once into a bytearray: ctypes only maps writable buffers)."""
+    buf = data if isinstance(data, bytearray) else bytearray(data)
+    return (ct.c_char * max(len(buf), 1)).from_buffer(buf if buf else bytearray(1))
+
+
+def _at(buf: ct.Array[ct.c_char], offset: int, length: int) -> ct.Array[ct.c_char]:
+    """length bytes of buf from offset, as a ctypes object sharing its memory."""
+    return (ct.c_char * length).from_buffer(buf, offset)
 
 
 def check_shape(path: str, spec: MapSpec, info: bpfsys.MapInfo, max_entries: int | None) -> None:
@@ -254,11 +383,16 @@ class DatapathMaps:
         addresses: every address the service map holds entries for (None: scan the map for them).
         From then on, writers must call mark_service_addresses before writing a new address entry.
         """
-        if addresses is None:
-            addresses = {_ip_of_be32(k.addr) for k in self.svc.keys()}  # noqa: SIM118
-        service = [0] * FOREIGN_WORDS
         cidrs = [str(_cidr_of_key(k)) for k in self.svccidr.keys()]  # noqa: SIM118
-        for net16 in _nets16(addresses, cidrs):
+        if addresses is None:  # one batch read; svc_key starts with the address (network order)
+            raw, _ = self.svc.read_raw()
+            stride = ct.sizeof(SvcKey) // 4
+            be32 = set(memoryview(raw).cast("I")[::stride])
+            nets = {socket.ntohl(a) >> 16 for a in be32} | _nets16([], cidrs)
+        else:
+            nets = _nets16(addresses, cidrs)
+        service = [0] * FOREIGN_WORDS
+        for net16 in nets:
             service[net16 >> 6] |= 1 << (net16 & 63)
         every = (1 << 64) - 1
         self.foreign.put_many([(ct.c_uint32(w), ForeignWord(bits=every & ~service[w])) for w in range(FOREIGN_WORDS)])
@@ -289,7 +423,10 @@ class DatapathMaps:
         if backend_ports is None:
             backend_ports = {socket.ntohs(v.port) for _, v in self.backend.items()}
         used = set(backend_ports)
-        used |= {socket.ntohs(k.sport) for k in self.ct.keys() if k.dir == CT_DIR_REPLY}  # noqa: SIM118
+        raw, _ = self.ct.read_raw()
+        ct_key, ct_fields = packer(CtKey)
+        sport, direction = ct_fields.index("sport"), ct_fields.index("dir")
+        used |= {socket.ntohs(k[sport]) for k in ct_key.iter_unpack(raw) if k[direction] == CT_DIR_REPLY}
         words = [0] * QUIET_PORT_WORDS
         for port in used:
             words[port >> 6] |= 1 << (port & 63)
@@ -340,14 +477,9 @@ def parse_service_cidrs(cidrs: Sequence[str]) -> set[ipaddress.IPv4Network]:
     return nets
 
 
-def _ip_of_be32(value: int) -> str:
-    """A dotted address of a u32 holding it in network order."""
-    return socket.inet_ntoa(int(value).to_bytes(4, sys.byteorder))
-
-
 def _nets16(addresses: Iterable[str], cidrs: Iterable[str]) -> set[int]:
     """Numbers (address >> 16) of the /16 prefixes holding an address or overlapping a CIDR."""
-    out = {int(ipaddress.IPv4Address(a)) >> 16 for a in addresses}
+    out = {int.from_bytes(socket.inet_aton(a), "big") >> 16 for a in addresses}
     for c in cidrs:
         net = ipaddress.IPv4Network(c)
         out.update(range(int(net.network_address) >> 16, (int(net.broadcast_address) >> 16) + 1))

@@ -191,3 +191,19 @@ def test_reply_fragments_take_the_full_path(h: Harness) -> None:
     res = h.to_pod(first)
     assert res.packet[26:30] == bytes(map(int, FRONTEND.split(".")))
     assert h.verdicts()[Verdict.REVNAT] == 1
+
+
+def test_restarted_writer_keeps_backend_ports_unquiet(h: Harness, maps: Any) -> None:
+    """A restart reads the backends back: their ports must not be marked quiet, or replies of new flows would
+    skip reverse NAT (read_applied once collected the ports before reading the backends)."""
+    front = [fe("default/web", "10.96.0.10", 80, [(BACKENDS[0], 8080)])]
+    sync(MapsWriter(maps), front)
+    maps.reset_foreign()
+    _, writes = sync(MapsWriter(maps), front)
+    assert writes == 0
+    word = h.maps.quietport.get(ct.c_uint32(8080 >> 6))
+    assert word is not None and not (word.bits >> (8080 & 63)) & 1
+    h.from_pod(tcp())
+    reply = tcp(src=BACKENDS[0], dst=CLIENT, sport=8080, dport=40000, flags="SA")
+    assert h.to_pod(reply).packet == rebuilt(reply, ip_src=FRONTEND, sport=80)
+    assert h.verdicts() == Counter({Verdict.FWD_NEW: 1, Verdict.REVNAT: 1})
