@@ -4,8 +4,8 @@ Place in the data flow: the last stage. `MapsWriter.apply()` runs the phases of 
 in order, each phase packed with struct into one buffer (loader.maps.packer: no ctypes object per
 element) and written with batch calls (put_raw / delete_raw), addresses and ports in network byte
 order. `read_applied()` rebuilds a plan.DatapathState (ids, counts, names, address entries)
-from the pinned maps (read with BPF_MAP_LOOKUP_BATCH), so a restarted agent takes what is there as applied and writes only the
-difference. Any failure raises; the proxier then re-reads the maps and does a full sync.
+from the pinned maps (read with BPF_MAP_LOOKUP_BATCH), so a restarted agent takes what is there
+as applied and writes only the difference. Any failure raises; the proxier then re-reads the maps and does a full sync.
 """
 
 from __future__ import annotations
