@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -159,6 +160,7 @@ def test_fake_updates_after_a_list_keep_the_list_sorted_and_current(fake: FakeAp
     rec2.wait(lambda: KIND_SERVICE in rec2.synced, "synced")
     listed = [key for kind, key, _ in rec2.calls[: rec2.synced_at[KIND_SERVICE]] if kind == KIND_SERVICE]
     assert listed == ["default/a", "default/b", "default/c", "default/d"]
+    assert gc.isenabled()  # lists pause the collector (and freeze what they built), never leave it off
     ips = {key: obj["spec"]["clusterIP"] for key, obj in rec2.view[KIND_SERVICE].items()}
     assert ips == {"default/a": "10.96.1.3", "default/b": "10.96.1.1", "default/c": "10.96.0.12",
                    "default/d": "10.96.1.2"}

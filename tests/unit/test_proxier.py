@@ -225,3 +225,44 @@ def test_partial_sync_is_in_place_and_a_failed_write_reads_the_maps_back() -> No
     key = FrontendKey("10.96.0.10", 80, 6, 0)
     be = p.applied.backends[p.applied.frontends[key].backend_ids[0]]
     assert be.addr == "10.0.0.3"
+
+
+def test_initial_list_is_kept_untracked_and_all_programmed_by_the_first_full_sync() -> None:
+    p, w, c = make()
+    p.on_object("Service", "default/web", service())
+    p.on_object("EndpointSlice", "default/web-abc", slice_())
+    p.on_object("EndpointSlice", "default/web-abc", slice_(endpoints=[endpoint("10.0.0.7")]))  # relisted
+    p.on_object("Service", "default/gone", service("gone", ip="10.96.0.99"))
+    p.on_object("Service", "default/gone", None)
+    assert not p.services.pending and not p.slices.pending  # no change bookkeeping before the first sync
+    p.on_synced("Service")
+    p.on_object("Service", "default/api", service("api", ip="10.96.0.11"))  # slices not listed yet
+    p.on_synced("EndpointSlice")
+    apply_and_track(p, w)
+    assert p.counters.full_syncs == 1 and p.applied is not None
+    assert {k.addr for k in p.applied.frontends} == {"10.96.0.10", "10.96.0.11"}
+    web = p.applied.frontends[FrontendKey("10.96.0.10", 80, 6, 0)]
+    assert [p.applied.backends[b].addr for b in web.backend_ids] == ["10.0.0.7"]
+    # from now on changes are tracked and synced partially
+    c.t += 2
+    p.on_object("EndpointSlice", "default/web-abc", slice_(endpoints=[endpoint("10.0.0.8")]))
+    assert p.slices.pending
+    apply_and_track(p, w)
+    assert p.counters.syncs == 2 and p.counters.full_syncs == 1
+    web = p.applied.frontends[FrontendKey("10.96.0.10", 80, 6, 0)]
+    assert [p.applied.backends[b].addr for b in web.backend_ids] == ["10.0.0.8"]
+
+
+def test_full_sync_freezes_what_it_built_and_leaves_the_collector_on() -> None:
+    import gc
+
+    p, w, c = make()
+    p.on_object("Service", "default/web", service())
+    p.on_object("EndpointSlice", "default/web-abc", slice_())
+    before = gc.get_freeze_count()
+    try:
+        synced(p, w)
+        assert p.counters.full_syncs == 1
+        assert gc.isenabled() and gc.get_freeze_count() > before  # the applied state is out of the collector's scans
+    finally:
+        gc.unfreeze()
