@@ -12,7 +12,16 @@ Timings are taken without tracemalloc (it slows allocation several-fold); --trac
 separate pass for the Python heap figures. The input dicts are built before measuring and their
 memory is not counted (a source holds its own copy anyway).
 
+--agent (root) runs the agent's own path instead: the fake API server (tests/kube/fakeapi.py) in a
+child process serving N one-port Services with one E-endpoint slice each, KubeSource -> Proxier
+(metrics and health on, runner thread) -> MapsWriter on freshly pinned maps; it prints the wall
+and CPU time from the source's start to the first full sync written, each stage's thread CPU
+(list per kind, translate, plan, diff, map writes), the RSS growth over it (the bcc compile
+excluded: it happens before), with --tracemalloc the Python heap after it / peak, and one
+/metrics scrape (CPU).
+
     .venv/bin/python tests/unit/scale_probe.py [--services 10000] [--endpoints 10] [--kernel] [--tracemalloc]
+    .venv/bin/python tests/unit/scale_probe.py --agent [--services 10000] [--tracemalloc]
 """
 
 from __future__ import annotations
@@ -213,6 +222,124 @@ def kernel_writer(n: int, e: int) -> tuple[Writer, Limits, Callable[[], None]]:
     return MapsWriter(maps), limits, cleanup
 
 
+def _agent_objects(n: int, e: int) -> list[dict[str, Any]]:
+    """n one-port Services (10.96.0.0/16) and their slices of e endpoints (10.1.0.0/14), plus the Node."""
+    out: list[dict[str, Any]] = [{"apiVersion": "v1", "kind": "Node", "metadata": {"name": "probe-node"}}]
+    for i in range(n):
+        ip = f"10.96.{i // 250}.{i % 250 + 1}"
+        out.append({"apiVersion": "v1", "kind": "Service", "metadata": {"name": f"svc-{i}", "namespace": "scale"},
+                    "spec": {"type": "ClusterIP", "clusterIP": ip, "clusterIPs": [ip],
+                             "ports": [{"name": "http", "port": 80, "protocol": "TCP", "targetPort": 8080}]}})
+        eps = []
+        for j in range(e):
+            k = i * e + j
+            eps.append({"addresses": [f"10.{1 + k // 65536}.{(k // 256) % 256}.{k % 256}"],
+                        "conditions": {"ready": True, "serving": True, "terminating": False},
+                        "nodeName": "probe-node", "targetRef": {"kind": "Pod", "name": f"svc-{i}-{j}"}})
+        out.append({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+                    "metadata": {"name": f"svc-{i}-abcde", "namespace": "scale",
+                                 "labels": {"kubernetes.io/service-name": f"svc-{i}"}},
+                    "addressType": "IPv4", "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
+                    "endpoints": eps})
+    return out
+
+
+def agent_path(n: int, e: int, *, trace: bool) -> list[tuple[str, str]]:
+    """The agent's path against the fake API server (see the module docstring); returns (row, value) pairs."""
+    import subprocess
+    import tempfile
+    import threading
+
+    import bpfproxy.controller.proxier as proxier_mod
+    import bpfproxy.controller.source_kube as source_mod
+    from bpfproxy.controller.health import ProxierHealth
+    from bpfproxy.controller.metrics import ProxierMetrics, svcstat_reader
+    from bpfproxy.controller.source_kube import KubeSource, new_api_client
+    from bpfproxy.controller.translate import NodeConfig
+
+    tests_dir = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    tmp = tempfile.mkdtemp(prefix="bpx-scale-")
+    with open(os.path.join(tmp, "objects.json"), "w") as f:
+        json.dump(_agent_objects(n, e), f)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "kube.fakeapi", "--load", os.path.join(tmp, "objects.json"),
+         "--kubeconfig", os.path.join(tmp, "kubeconfig")], cwd=tests_dir, stdout=subprocess.PIPE, text=True)
+    cleanup: Callable[[], None] = lambda: None  # noqa: E731
+    try:
+        assert server.stdout is not None
+        server.stdout.readline()  # listening
+        writer, limits, cleanup = kernel_writer(n, e)  # the bcc compile happens here, before measuring
+        cpu: dict[str, float] = {}
+
+        def account(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+            def run(*args: Any, **kwargs: Any) -> Any:
+                start = time.thread_time()
+                try:
+                    return fn(*args, **kwargs)
+                finally:
+                    cpu[name] = cpu.get(name, 0.0) + time.thread_time() - start
+            return run
+
+        originals = {name: getattr(proxier_mod, name) for name in ("plan", "diff", "programmed_frontends")}
+        list_all = source_mod._KindWatcher.list_all
+        for name, fn in originals.items():
+            setattr(proxier_mod, name, account(name, fn))
+        source_mod._KindWatcher.list_all = lambda self, stop: account(  # type: ignore[method-assign]
+            f"list {self.spec.kind}", list_all)(self, stop)
+        try:
+            tune_gc()
+            gc.collect()
+            rss0 = rss_mib()
+            if trace:
+                tracemalloc.start()
+            metrics = ProxierMetrics()
+            p = Proxier(writer, node=NodeConfig(node_name="probe-node"), limits=limits, metrics=metrics,
+                        health=ProxierHealth(60.0))
+            p.writer = TimedWriter(writer)
+            metrics.add_frontend_stats(lambda: p.frontend_stats(svcstat_reader(writer.maps)))  # type: ignore[attr-defined]
+            source = KubeSource(p, node_name="probe-node", api_client=new_api_client(os.path.join(tmp, "kubeconfig")))
+            stop = threading.Event()
+            wall, cpu0 = time.perf_counter(), time.process_time()
+            threads = [threading.Thread(target=source.run, args=(stop,), daemon=True),
+                       threading.Thread(target=p.run, args=(stop,), daemon=True)]
+            for t in threads:
+                t.start()
+            while p.counters.syncs == 0 and time.perf_counter() - wall < 300:
+                time.sleep(0.002)
+            wall, cpu_all = time.perf_counter() - wall, time.process_time() - cpu0
+            rows = [(f"agent path: source start -> first full sync written ({n} services, {n * e} endpoints)",
+                     f"{wall:8.2f} s wall, {cpu_all:.2f} s CPU"),
+                    ("agent path: first full sync (its own duration)", f"{p.counters.last_sync_seconds:8.2f} s")]
+            writes = p.writer.applies[0] if p.writer.applies else 0.0  # type: ignore[attr-defined]
+            for name in ("list Service", "list EndpointSlice", "programmed_frontends", "plan", "diff"):
+                rows.append((f"agent path: thread CPU {name}", f"{cpu.get(name, 0.0):8.2f} s"))
+            rows.append(("agent path: thread CPU map writes (MapsWriter.apply)", f"{writes:8.2f} s"))
+            rows.append(("agent path: RSS growth (bcc compile excluded)", f"{rss_mib() - rss0:8.1f} MiB"))
+            if trace:
+                gc.collect()
+                current, peak = tracemalloc.get_traced_memory()
+                tracemalloc.stop()
+                rows.append(("agent path: Python heap after / peak (tracemalloc)",
+                             f"{current / 2**20:8.1f} MiB / {peak / 2**20:.1f} MiB"))
+            start = time.process_time()
+            metrics.render()
+            rows.append((f"agent path: one /metrics render ({len(p.applied.frontends) if p.applied else 0} frontends)",
+                         f"{(time.process_time() - start) * 1000:8.1f} ms CPU"))
+            stop.set()
+            for t in threads:
+                t.join(5)
+            return rows
+        finally:
+            for name, fn in originals.items():
+                setattr(proxier_mod, name, fn)
+            source_mod._KindWatcher.list_all = list_all  # type: ignore[method-assign]
+    finally:
+        server.terminate()
+        server.wait(10)
+        cleanup()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the probe and print the table."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -221,11 +348,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--kernel", action="store_true", help="also with the real MapsWriter on pinned maps (root)")
     ap.add_argument("--default-gc", action="store_true", help="keep Python's default gc thresholds")
     ap.add_argument("--tracemalloc", action="store_true", help="also a (slow) pass measuring the Python heap")
+    ap.add_argument("--agent", action="store_true",
+                    help="the agent's path: fake API server -> KubeSource -> Proxier -> MapsWriter (root)")
     args = ap.parse_args(argv)
     n, e = args.services, args.endpoints
     import logging
 
     logging.basicConfig(level=logging.WARNING)
+    if args.agent:
+        rows = agent_path(n, e, trace=args.tracemalloc)
+        width = max(len(r) for r, _ in rows)
+        print(f"scale probe (agent path): {n} services x {e} endpoints, python {sys.version.split()[0]}")
+        for r, v in rows:
+            print(f"  {r:<{width}}  {v}")
+        return 0
     limits = Limits(lb_entries=1 << 20, backends=1 << 20, svc_ids=1 << 20)
     if not args.default_gc:
         tune_gc()  # as the agent does
