@@ -555,6 +555,8 @@ def _plan_service(
 
 def _overflow(desired: DatapathState, limits: Limits, svc: str) -> str:
     """"" when desired fits the limits, else "needs N ..., M free" for service svc (just added)."""
+    if desired.lb_usage() <= limits.lb_entries and len(desired.backends) <= limits.backends:
+        return ""  # the common case: the service's own figures are only needed for the message
     fronts = [(k, desired.frontends[k]) for k in desired.service_frontends(svc)]
     per_addr: dict[str, int] = {}
     for k, _ in fronts:
