@@ -256,7 +256,7 @@ def test_initial_list_is_kept_untracked_and_all_programmed_by_the_first_full_syn
 def test_full_sync_freezes_what_it_built_and_leaves_the_collector_on() -> None:
     import gc
 
-    p, w, c = make()
+    p, w, _ = make()
     p.on_object("Service", "default/web", service())
     p.on_object("EndpointSlice", "default/web-abc", slice_())
     before = gc.get_freeze_count()
