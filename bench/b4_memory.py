@@ -60,6 +60,7 @@ def bpf_maps_of(pid: int) -> dict[int, dict[str, int | str]]:
         maps[map_id] = {
             "memlock": int(fields.get("memlock", "0")),
             "max_entries": int(fields.get("max_entries", "0")),
+            "no_prealloc": int(fields.get("map_flags", "0"), 16) & 1,  # BPF_F_NO_PREALLOC
             "key_size": int(fields.get("key_size", "0")),
             "value_size": int(fields.get("value_size", "0")),
             "name": _map_name(map_id),
@@ -151,6 +152,7 @@ def run(cfg: B4Config) -> list[Row]:
         for m in sorted(maps.values(), key=lambda m: str(m["name"])):
             emit(f"map.{m['name']}.memlock", int(m["memlock"]) / 2**20, "MiB")
             emit(f"map.{m['name']}.max_entries", int(m["max_entries"]), "entries")
+            emit(f"map.{m['name']}.no_prealloc", int(m["no_prealloc"]), "bool")
         log(f"b4 endpoints={eps} rss_mib={rss:.1f} peak_mib={hwm:.1f} maps_mib={total:.1f} ready_s={ready:.1f}")
     return rows
 

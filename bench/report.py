@@ -226,9 +226,29 @@ def b4_targets(rows: Sequence[Row]) -> list[Target]:
                           "not profiled; the agent keeps the source's Service/EndpointSlice "
                           "dicts, the parsed objects, translated frontends and the applied plan as Python objects, "
                           "and bcc (LLVM) is loaded in the process (about 170 MiB already at 1k endpoints)"))
+    # memory per configured entry of each map, at every size: constant when memory follows the settings
+    per_entry: dict[str, list[float]] = {}
+    for r in rows:
+        if r.metric.endswith(".memlock"):
+            name = r.metric.split(".")[1]
+            entries = next((x.value for x in rows if x.endpoints == r.endpoints
+                            and x.metric == f"map.{name}.max_entries"), 0)  # fmt: skip
+            lazy = any(x.metric == f"map.{name}.no_prealloc" and x.value for x in rows)
+            if entries >= 1024 and not lazy:
+                per_entry.setdefault(name, []).append(r.value * 2**20 / entries)
+    spread = {name: max(v) / min(v) for name, v in per_entry.items() if min(v) > 0}
+    lazy_maps = sorted({r.metric.split(".")[1] for r in rows if r.metric.endswith(".no_prealloc") and r.value})
     mems = [(r.endpoints, r.value) for r in rows if r.metric == "bpf_map_memory"]
-    out.append(Target("BPF map memory follows the settings (max_entries), not the load",
-                      ", ".join(f"{e:,}: {m:.0f} MiB" for e, m in mems), True))
+    out.append(Target(
+        "BPF map memory follows the settings (bytes per configured entry constant across sizes)",
+        ", ".join(f"{e:,} endpoints: {m:.0f} MiB" for e, m in mems) + "; bytes per entry: "
+        + ", ".join(f"{name} {sum(v) / len(v):.0f}" for name, v in sorted(per_entry.items()))
+        + (f"; allocated on use (BPF_F_NO_PREALLOC), so growing with the load: {', '.join(lazy_maps)}"
+           if lazy_maps else ""),
+        bool(spread) and max(spread.values()) <= 1.15,
+        "a map's memory per configured entry changed with the load: " + ", ".join(
+            f"{name} x{s:.2f}" for name, s in spread.items() if s > 1.15),
+    ))
     return out
 
 
