@@ -336,14 +336,20 @@ def run(cfg: B2Config) -> list[Row]:
                 raise RuntimeError(f"b2: contender {c.name} at {n} services does not carry traffic: {smoke}")
             live.append(c)
         results: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
-        for _ in range(cfg.repeats):
-            for c in live:
-                for pattern in patterns:
-                    hot = pattern == "hot"
-                    for phase, mode, conc in (("conn", "conn", CONCURRENCY), ("lat", "conn", 1),
-                                              ("rr", "rr", CONCURRENCY)):  # fmt: skip
+        load_before = os.getloadavg()[0]
+        for rep in range(cfg.repeats):
+            # the same phase runs for every contender back to back (in an order rotated per repeat), so
+            # contenders are compared within seconds of each other while other work on the machine drifts
+            order = live[rep % len(live):] + live[:rep % len(live)]
+            for pattern in patterns:
+                hot = pattern == "hot"
+                for phase, mode, conc in (("conn", "conn", CONCURRENCY), ("lat", "conn", 1),
+                                          ("rr", "rr", CONCURRENCY)):  # fmt: skip
+                    for c in order:
                         r = loadgen(tool, c.topo.client, mode, c.target(n), conc=conc, seconds=cfg.seconds, hot=hot)
                         results.setdefault((c.name, pattern, phase), []).append(r)
+        rows.append(Row("b2", "machine", n, eps, "loadavg_1m.before", round(load_before, 2), "load"))
+        rows.append(Row("b2", "machine", n, eps, "loadavg_1m.after", round(os.getloadavg()[0], 2), "load"))
         for (name, pattern, phase), runs in results.items():
 
             def emit(metric: str, values: list[float], unit: str, name: str = name, pattern: str = pattern,

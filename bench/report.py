@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from common import Machine, Row
+from common import Machine, Row, read_rows
 
 #: the markers around the generated results section of bench/README.md
 BEGIN, END = "<!-- bench-results:begin -->", "<!-- bench-results:end -->"
@@ -97,9 +97,13 @@ def b2_table(rows: Sequence[Row], pattern: str = "uniform") -> str:
                 _num(value(rows, c, n, f"cpu_per_conn.{pattern}")),
                 _num(value(rows, c, n, "program_s"), "{:.2f}"),
             ])  # fmt: skip
+    loads = [(n, value(rows, "machine", n, "loadavg_1m.before"), value(rows, "machine", n, "loadavg_1m.after"))
+             for n in sizes(rows)]  # fmt: skip
+    note = ", ".join(f"{n:,}: {a:.1f} -> {b:.1f}" for n, a, b in loads if a is not None and b is not None)
     return _md_table(
         ["services", "contender", "conn/s", "x no-lb", "x iptables", "x nftables", "connect p50/p99 us", "req/s",
-         "req x no-lb", "CPU us/conn", "program s"], body)  # fmt: skip
+         "req x no-lb", "CPU us/conn", "program s"], body) + (
+        f"\n1-minute load average while measuring (2 CPUs): {note}\n" if note else "")  # fmt: skip
 
 
 # -- B4 ------------------------------------------------------------------------------------------
@@ -221,11 +225,15 @@ def b4_targets(rows: Sequence[Row]) -> list[Target]:
         return out
     top = max(eps)
     rss = next((r.value for r in rows if r.endpoints == top and r.metric == "agent_rss"), None)
-    if rss is not None:
+    low = min(eps)
+    base = next((r.value for r in rows if r.endpoints == low and r.metric == "agent_rss"), None)
+    if rss is not None and base is not None:
+        growth = (rss - base) * 1024 / max(1, top - low)
         out.append(Target(f"agent RSS <= 150 MiB at {top:,} endpoints", f"{rss:.0f} MiB", rss <= 150,
-                          "not profiled; the agent keeps the source's Service/EndpointSlice "
-                          "dicts, the parsed objects, translated frontends and the applied plan as Python objects, "
-                          "and bcc (LLVM) is loaded in the process (about 170 MiB already at 1k endpoints)"))
+                          f"not profiled; RSS is {base:.0f} MiB at {low:,} endpoints and grows by about "
+                          f"{growth:.1f} KiB per endpoint: the agent keeps the source's Service/EndpointSlice "
+                          "dicts, the parsed objects, translated frontends and the applied plan as Python "
+                          "objects"))  # fmt: skip
     # memory per configured entry of each map, at every size: constant when memory follows the settings
     per_entry: dict[str, list[float]] = {}
     for r in rows:
@@ -340,6 +348,20 @@ def readme_section(latest: dict[str, tuple[Path, list[Row]]], machine: Machine, 
             pngs = sorted(path.parent.glob(f"{_stem(path)}-{bench}-*.png"))
             out += [f"\n![{p.stem}](results/{p.name})" for p in pngs]
             out.append("\n" + render_targets(targets_of(bench, rows)))
+    if latest:
+        results = next(iter(latest.values()))[0].parent
+        shown = {path.name for path, _ in latest.values()}
+        older = sorted((p.name for p in results.glob("*.json") if p.name not in shown), reverse=True)
+        if older:
+            out.append("### Other runs\n")
+            out.append("Every other results file, newest first (the largest size measured in brackets):\n")
+            for name in older:
+                try:
+                    top = max((r.services for r in read_rows(results / name)), default=0)
+                except (ValueError, OSError):
+                    continue
+                out.append(f"- [`{name}`](results/{name}) ({top:,} services)")
+            out.append("")
     out += ["", END]
     return "\n".join(out)
 
