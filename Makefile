@@ -26,7 +26,7 @@ venv: host $(STAMP)
 
 ## lint: ruff and mypy over every Python module
 lint: venv
-	$(VENV)/bin/ruff check bpfproxy loader controller tests
+	$(VENV)/bin/ruff check bpfproxy loader controller tests bench
 	@# mypy cannot follow the editable install's folder mapping: check a symlink tree laid out
 	@# as installed (bpfproxy/, bpfproxy/loader -> loader/, bpfproxy/controller -> controller/).
 	@rm -rf build/typecheck && mkdir -p build/typecheck/bpfproxy
@@ -34,6 +34,8 @@ lint: venv
 	@ln -s ../../../loader build/typecheck/bpfproxy/loader
 	@ln -s ../../../controller build/typecheck/bpfproxy/controller
 	cd build/typecheck && ../../$(VENV)/bin/mypy --config-file ../../pyproject.toml -p bpfproxy
+	@# bench/ scripts import each other as top-level modules (bench/run.py puts bench/ on sys.path)
+	cd bench && ../$(VENV)/bin/mypy --config-file ../pyproject.toml --explicit-package-bases *.py
 
 ## test: lint, then every test (unit, bpf, netns); needs root
 test: lint

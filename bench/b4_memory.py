@@ -73,24 +73,13 @@ def _map_name(map_id: int) -> str:
     try:
         from bpfproxy.loader import bpfsys
 
-        fd = _map_fd_by_id(map_id)
+        fd = bpfsys.map_get_fd_by_id(map_id)
         try:
             return bytes(bpfsys.map_info(fd).name).decode(errors="replace")
         finally:
             os.close(fd)
     except Exception:
         return f"id{map_id}"
-
-
-def _map_fd_by_id(map_id: int) -> int:
-    import ctypes as ct
-
-    from bpfproxy.loader import bpfsys
-
-    class _Attr(ct.Structure):
-        _fields_ = [("map_id", ct.c_uint32), ("next_id", ct.c_uint32), ("open_flags", ct.c_uint32)]
-
-    return bpfsys.bpf(14, _Attr(map_id=map_id), f"BPF_MAP_GET_FD_BY_ID {map_id}")  # BPF_MAP_GET_FD_BY_ID
 
 
 def run(cfg: B4Config) -> list[Row]:

@@ -348,8 +348,15 @@ class _GetIdAttr(ct.Structure):
 
 #: bpf() command: a new fd for the program with a given id
 BPF_PROG_GET_FD_BY_ID = 13
+#: bpf() command: open a map by its kernel id
+BPF_MAP_GET_FD_BY_ID = 14
 
 
 def prog_get_fd_by_id(prog_id: int) -> int:
     """A new fd for the loaded program with kernel id prog_id (the caller closes it)."""
     return bpf(BPF_PROG_GET_FD_BY_ID, _GetIdAttr(id=prog_id), f"program id {prog_id}")
+
+
+def map_get_fd_by_id(map_id: int) -> int:
+    """A new fd for the map with kernel id map_id (the caller closes it)."""
+    return bpf(BPF_MAP_GET_FD_BY_ID, _GetIdAttr(id=map_id), f"map id {map_id}")
