@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Install what bpfproxy needs on a Debian 12 host, idempotently: system packages (bcc from Debian,
-# iproute2, curl), kernel headers for bcc, bpffs. Run as root; `make setup` calls it.
+# iproute2, curl; iptables and nftables, whose kube-proxy-style rulesets tests/unit/test_bench_rules.py loads
+# in a namespace), kernel headers for bcc, bpffs. Run as root; `make setup` calls it.
 set -euo pipefail
 
-packages=(python3-bpfcc python3-venv python3-pip iproute2 curl util-linux gcc make)
+packages=(python3-bpfcc python3-venv python3-pip iproute2 curl util-linux gcc make iptables nftables)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
