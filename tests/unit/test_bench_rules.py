@@ -8,9 +8,7 @@ one test loads both rulesets into a fresh network namespace, as B2 does.
 from __future__ import annotations
 
 import json
-import os
 import re
-import subprocess
 import sys
 from pathlib import Path
 
@@ -104,28 +102,6 @@ def test_nft_rules_shape() -> None:
     assert [e[0] for e in elements] == ["10.96.0.1", "10.96.0.2", "10.96.0.3"]
     assert {e[1] for e in elements} == {rules.nft_service_chain(s) for s in services}
     assert "meta l4proto tcp dnat to 10.244.2.11:8080" in text
-
-
-def test_rules_load_in_a_netns() -> None:
-    """Both rulesets load where B2 loads them (a fresh namespace), and load again over themselves."""
-    if os.geteuid() != 0:
-        pytest.fail("this test creates a network namespace: run as root (make test does)")
-    name = f"bench-test-{os.getpid()}"
-    services = workload.bench_services(3)
-    subprocess.run(["ip", "netns", "add", name], check=True)
-    try:
-        enter = ["nsenter", f"--net=/run/netns/{name}"]
-        for _ in range(2):
-            subprocess.run([*enter, "iptables-restore"], input=rules.iptables_restore(services, CIDR), text=True,
-                           check=True)  # fmt: skip
-            subprocess.run([*enter, "nft", "-f", "-"], input=rules.nft_ruleset(services, CIDR), text=True, check=True)
-        saved = subprocess.run([*enter, "iptables-save", "-t", "nat"], capture_output=True, text=True, check=True)
-        assert saved.stdout.count("DNAT --to-destination") == 30
-        listed = subprocess.run([*enter, "nft", "list", "map", "ip", "kube-proxy", "service-ips"],
-                                capture_output=True, text=True, check=True)  # fmt: skip
-        assert listed.stdout.count(": goto service-") == 3
-    finally:
-        subprocess.run(["ip", "netns", "del", name], check=False)
 
 
 def test_frames_round_trip() -> None:
