@@ -266,3 +266,18 @@ def test_full_sync_freezes_what_it_built_and_leaves_the_collector_on() -> None:
         assert gc.isenabled() and gc.get_freeze_count() > before  # the applied state is out of the collector's scans
     finally:
         gc.unfreeze()
+
+
+def test_cluster_ip_service_turned_external_name_disappears_from_the_maps() -> None:
+    """kube-proxy: an ExternalName service is never programmed, so the change removes every entry."""
+    p, w, c = make()
+    p.on_object("Service", "default/web", service())
+    p.on_object("EndpointSlice", "default/web-abc", slice_())
+    synced(p, w)
+    assert p.applied is not None and p.applied.services() == {"default/web"}
+    c.t += 2
+    p.on_object("Service", "default/web", service(ip=None, type="ExternalName", externalName="db.example"))
+    apply_and_track(p, w)
+    assert p.applied.services() == set() and not p.applied.backends and not p.applied.addresses
+    last = w.plans[-1]
+    assert last.frontend_deletes and last.backend_deletes and last.address_deletes
