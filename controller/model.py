@@ -161,7 +161,7 @@ class _Ctx:
     def __init__(self, kind: str, obj: Mapping[str, Any]) -> None:
         meta = obj.get("metadata") if type(obj) is dict or isinstance(obj, Mapping) else None
         meta = meta if type(meta) is dict or isinstance(meta, Mapping) else {}
-        self.namespace = str(meta.get("namespace") or "default")
+        self.namespace = _intern(str(meta.get("namespace") or "default"))
         self.name = str(meta.get("name") or "")
         self.kind = kind
 
@@ -190,7 +190,8 @@ def _list(ctx: _Ctx, value: Any, where: str) -> list[Any]:
 
 
 def _str_map(ctx: _Ctx, value: Any, where: str) -> dict[str, str]:
-    return {str(k): str(v) for k, v in _mapping(ctx, value, where).items()}
+    """Labels/annotations with interned keys and values: the same few strings repeat over 10k objects."""
+    return {_intern(str(k)): _intern(str(v)) for k, v in _mapping(ctx, value, where).items()}
 
 
 def _ipv4_or_6(ctx: _Ctx, value: Any, where: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
@@ -218,7 +219,7 @@ def _protocol(ctx: _Ctx, value: Any, where: str) -> str:
     proto = "TCP" if value is None else value
     if proto not in PROTOCOLS:
         raise ctx.bad(f"unknown protocol {value!r} in {where} (TCP, UDP or SCTP)")
-    return str(proto)
+    return PROTOCOLS[PROTOCOLS.index(proto)]  # the shared constant, not the parsed copy
 
 
 def _opt_bool(ctx: _Ctx, value: Any, where: str) -> bool | None:
@@ -242,7 +243,7 @@ def parse_service(obj: Mapping[str, Any]) -> Service:
     meta = _metadata(ctx, obj)
     spec = _mapping(ctx, obj.get("spec"), "spec")
     status = _mapping(ctx, obj.get("status"), "status")
-    svc_type = str(spec.get("type") or "ClusterIP")
+    svc_type = _intern(str(spec.get("type") or "ClusterIP"))
     if svc_type not in SERVICE_TYPES:
         raise ctx.bad(f"unknown spec.type {svc_type!r}")
 
@@ -266,7 +267,7 @@ def parse_service(obj: Mapping[str, Any]) -> Service:
     for i, raw in enumerate(raw_ports):
         where = f"spec.ports[{i}]"
         raw = _mapping(ctx, raw, where)
-        name = str(raw.get("name") or "")
+        name = _intern(str(raw.get("name") or ""))
         if not name and len(raw_ports) > 1:
             raise ctx.bad(f"missing name in {where} (required when a service has several ports)")
         port = _port(ctx, raw.get("port"), where)
@@ -279,7 +280,7 @@ def parse_service(obj: Mapping[str, Any]) -> Service:
         if target is None or target == "":
             target_port = port
         elif isinstance(target, str) and not target.isdigit():
-            target_port = target
+            target_port = _intern(target)
         else:
             target_port = _port(ctx, int(target), f"{where}.targetPort")
         node_port = raw.get("nodePort")
@@ -293,7 +294,7 @@ def parse_service(obj: Mapping[str, Any]) -> Service:
             )
         )
 
-    affinity = str(spec.get("sessionAffinity") or "None")
+    affinity = _intern(str(spec.get("sessionAffinity") or "None"))
     if affinity not in ("None", "ClientIP"):
         raise ctx.bad(f"unknown spec.sessionAffinity {affinity!r}")
     cfg = _mapping(ctx, spec.get("sessionAffinityConfig"), "spec.sessionAffinityConfig")
@@ -361,7 +362,7 @@ def parse_endpoint_slice(obj: Mapping[str, Any]) -> EndpointSlice:
         number = raw.get("port")
         ports.append(
             EndpointPort(
-                name=str(raw.get("name") or ""),
+                name=_intern(str(raw.get("name") or "")),
                 protocol=_protocol(ctx, raw.get("protocol"), where),
                 port=None if number is None else _port(ctx, number, where),
             )
@@ -376,7 +377,7 @@ def parse_endpoint_slice(obj: Mapping[str, Any]) -> EndpointSlice:
         namespace=ctx.namespace,
         name=str(meta["name"]),
         service_name=labels.get(SERVICE_NAME_LABEL, ""),
-        address_type=str(address_type),
+        address_type=_intern(str(address_type)),
         ports=tuple(ports),
         endpoints=endpoints,
         annotations=_str_map(ctx, meta.get("annotations"), "metadata.annotations"),

@@ -13,7 +13,7 @@ from __future__ import annotations
 import copy
 import heapq
 import logging
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -154,8 +154,8 @@ class Journal:
     """backends added, removed or replaced"""
     addresses: dict[str, bool] = field(default_factory=dict)
     """address entries whose presence changed: present before?"""
-    backend_index: dict[tuple[int, str, int], int | None] = field(default_factory=dict)
-    """(svc_id, addr, port) -> backend id lookups changed"""
+    svc_backends: dict[int, frozenset[int]] = field(default_factory=dict)
+    """backend ids of each frontend id whose backend set changed (the set before the plan)"""
 
     def applied_view(self, state: DatapathState) -> DatapathState:
         """The part of the state before the plan that the plan touched (for a partial diff)."""
@@ -199,7 +199,6 @@ class DatapathState:
     _by_service: dict[str, frozenset[FrontendKey]] = field(default_factory=dict)
     _by_svc_id: dict[int, FrontendKey] = field(default_factory=dict)
     _backends_by_svc: dict[int, frozenset[int]] = field(default_factory=dict)
-    _backend_index: dict[tuple[int, str, int], int] = field(default_factory=dict)
     _addr_refs: dict[str, int] = field(default_factory=dict)
     _slots: int = 0
     _journal: Journal | None = None
@@ -215,7 +214,7 @@ class DatapathState:
         """An independent copy (dict copies; values are immutable). O(size): full plans only."""
         new = copy.copy(self)
         for name in ("frontends", "backends", "addresses", "names", "stray_slots", "skipped", "_by_service",
-                     "_by_svc_id", "_backends_by_svc", "_backend_index", "_addr_refs"):
+                     "_by_svc_id", "_backends_by_svc", "_addr_refs"):
             setattr(new, name, copy.copy(getattr(self, name)))
         new.svc_id_alloc = self.svc_id_alloc.copy()
         new.backend_id_alloc = self.backend_id_alloc.copy()
@@ -249,8 +248,11 @@ class DatapathState:
         return self._backends_by_svc.get(svc_id, frozenset())
 
     def backend_id_for(self, svc_id: int, addr: str, port: int) -> int | None:
-        """The id of the backend (svc_id, addr, port), when it exists."""
-        return self._backend_index.get((svc_id, addr, port))
+        """The id of the backend (svc_id, addr, port), when it exists (the lowest if several).
+
+        O(backends of the frontend): no index is kept (at 100k backends it cost ~11 MiB); plan builds
+        one frontend's index at a time with backend_index()."""
+        return backend_index(self.svc_backends(svc_id), self.backends.__getitem__).get((addr, port))
 
     def lb_usage(self) -> int:
         """Entries of the service map: slot 0s, slots, address entries, strays."""
@@ -300,53 +302,60 @@ class DatapathState:
     def add_backend(self, ident: int, entry: BackendEntry) -> None:
         """Insert a backend (id must be absent)."""
         assert ident not in self.backends, ident
-        index_key = (entry.svc_id, entry.addr, entry.port)
+        before = self._backends_by_svc.get(entry.svc_id, frozenset())
         j = self._journal
         if j is not None:
             j.backends.setdefault(ident, None)
-            j.backend_index.setdefault(index_key, self._backend_index.get(index_key))
+            j.svc_backends.setdefault(entry.svc_id, before)
         self.backends[ident] = entry
-        self._backends_by_svc[entry.svc_id] = self._backends_by_svc.get(entry.svc_id, frozenset()) | {ident}
-        self._backend_index.setdefault(index_key, ident)
+        self._backends_by_svc[entry.svc_id] = before | {ident}
 
     def add_backends(self, svc_id: int, entries: Sequence[tuple[int, BackendEntry]]) -> None:
         """add_backend for each (id, entry) of one frontend (every entry.svc_id == svc_id): its backend
         set is rebuilt once, not once per backend (a full plan adds 100k backends)."""
+        if not entries:
+            return
         j = self._journal
-        backends, index = self.backends, self._backend_index
+        backends = self.backends
+        before = self._backends_by_svc.get(svc_id, frozenset())
+        if j is not None:
+            j.svc_backends.setdefault(svc_id, before)
         for ident, entry in entries:
             assert ident not in backends and entry.svc_id == svc_id, (ident, entry)
-            index_key = (svc_id, entry.addr, entry.port)
             if j is not None:
                 j.backends.setdefault(ident, None)
-                j.backend_index.setdefault(index_key, index.get(index_key))
             backends[ident] = entry
-            index.setdefault(index_key, ident)
-        if entries:
-            self._backends_by_svc[svc_id] = self._backends_by_svc.get(svc_id, frozenset()).union(
-                [ident for ident, _ in entries]
-            )
+        self._backends_by_svc[svc_id] = before.union([ident for ident, _ in entries])
 
     def remove_backend(self, ident: int) -> BackendEntry:
         """Remove a backend; returns it."""
         entry = self.backends.pop(ident)
-        index_key = (entry.svc_id, entry.addr, entry.port)
+        before = self._backends_by_svc[entry.svc_id]
         j = self._journal
         if j is not None:
             j.backends.setdefault(ident, entry)
-            j.backend_index.setdefault(index_key, self._backend_index.get(index_key))
-        rest = self._backends_by_svc[entry.svc_id] - {ident}
+            j.svc_backends.setdefault(entry.svc_id, before)
+        rest = before - {ident}
         if rest:
             self._backends_by_svc[entry.svc_id] = rest
         else:
             del self._backends_by_svc[entry.svc_id]
-        if self._backend_index.get(index_key) == ident:
-            del self._backend_index[index_key]
         return entry
 
     def address_referenced(self, addr: str) -> bool:
         """True when some frontend uses addr."""
         return addr in self._addr_refs
+
+
+def backend_index(ids: Iterable[int], entry: Callable[[int], BackendEntry]) -> dict[tuple[str, int], int]:
+    """(addr, port) -> backend id over ids (the lowest id when two share an address and port)."""
+    index: dict[tuple[str, int], int] = {}
+    for ident in ids:
+        be = entry(ident)
+        key = (be.addr, be.port)
+        if index.get(key, ident) >= ident:
+            index[key] = ident
+    return index
 
 
 def frontend_key(f: Frontend) -> FrontendKey:
@@ -457,14 +466,21 @@ class _Before:
             return self.journal.frontends[key]
         return self.state.frontends.get(key)
 
-    def backend_id(self, svc_id: int, addr: str, port: int) -> int | None:
-        """backend_id_for(svc_id, addr, port) before this plan."""
+    def backend_index(self, svc_id: int) -> dict[tuple[str, int], int]:
+        """(addr, port) -> id of the backends of frontend svc_id before this plan."""
         if self.previous is not None:
-            return self.previous.backend_id_for(svc_id, addr, port)
-        index_key = (svc_id, addr, port)
-        if index_key in self.journal.backend_index:
-            return self.journal.backend_index[index_key]
-        return self.state.backend_id_for(svc_id, addr, port)
+            return backend_index(self.previous.svc_backends(svc_id), self.previous.backends.__getitem__)
+        j, state = self.journal, self.state
+        ids = j.svc_backends.get(svc_id)
+        if ids is None:
+            return backend_index(state.svc_backends(svc_id), state.backends.__getitem__)
+
+        def entry(ident: int) -> BackendEntry:
+            be = j.backends[ident] if ident in j.backends else state.backends[ident]
+            assert be is not None, ident
+            return be
+
+        return backend_index(ids, entry)
 
 
 def _plan_service(
@@ -510,8 +526,9 @@ def _plan_service(
             reused_svc.append(svc_id)
         slots: list[int] = []
         adding: dict[int, BackendEntry] = {}
+        old_index = before.backend_index(svc_id) if prev is not None else {}
         for ref in f.backends:
-            be_id = before.backend_id(svc_id, ref.addr, ref.port) if prev is not None else None
+            be_id = old_index.get((ref.addr, ref.port))
             if be_id is not None and (be_id in desired.backends or be_id in adding):
                 be_id = None
             if be_id is None:

@@ -244,7 +244,7 @@ def _agent_objects(n: int, e: int) -> list[dict[str, Any]]:
     return out
 
 
-def agent_path(n: int, e: int, *, trace: bool) -> list[tuple[str, str]]:
+def agent_path(n: int, e: int, *, trace: bool, top: int = 0) -> list[tuple[str, str]]:
     """The agent's path against the fake API server (see the module docstring); returns (row, value) pairs."""
     import subprocess
     import tempfile
@@ -318,6 +318,10 @@ def agent_path(n: int, e: int, *, trace: bool) -> list[tuple[str, str]]:
             if trace:
                 gc.collect()
                 current, peak = tracemalloc.get_traced_memory()
+                if top:
+                    stats = tracemalloc.take_snapshot().statistics("lineno")
+                    for st in stats[:top]:
+                        print(f"  heap {st.size / 2**20:7.2f} MiB {st.count:8d} blocks {st.traceback}")
                 tracemalloc.stop()
                 rows.append(("agent path: Python heap after / peak (tracemalloc)",
                              f"{current / 2**20:8.1f} MiB / {peak / 2**20:.1f} MiB"))
@@ -348,6 +352,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--kernel", action="store_true", help="also with the real MapsWriter on pinned maps (root)")
     ap.add_argument("--default-gc", action="store_true", help="keep Python's default gc thresholds")
     ap.add_argument("--tracemalloc", action="store_true", help="also a (slow) pass measuring the Python heap")
+    ap.add_argument("--top", type=int, default=0, help="--agent --tracemalloc: print the N biggest heap lines")
     ap.add_argument("--agent", action="store_true",
                     help="the agent's path: fake API server -> KubeSource -> Proxier -> MapsWriter (root)")
     args = ap.parse_args(argv)
@@ -356,7 +361,7 @@ def main(argv: list[str] | None = None) -> int:
 
     logging.basicConfig(level=logging.WARNING)
     if args.agent:
-        rows = agent_path(n, e, trace=args.tracemalloc)
+        rows = agent_path(n, e, trace=args.tracemalloc, top=args.top)
         width = max(len(r) for r, _ in rows)
         print(f"scale probe (agent path): {n} services x {e} endpoints, python {sys.version.split()[0]}")
         for r, v in rows:
