@@ -10,6 +10,7 @@ static __always_inline struct svc_val *svc_map_lookup(struct svc_key *k) { retur
 static __always_inline struct backend *backend_map_lookup(__u32 *id) { return bpx_backend_v1.lookup(id); }
 static __always_inline struct ct_entry *ct_map_lookup(struct ct_key *k) { return bpx_ct_v1.lookup(k); }
 static __always_inline void ct_map_update(struct ct_key *k, struct ct_entry *v) { bpx_ct_v1.update(k, v); }
+static __always_inline void ct_map_delete(struct ct_key *k) { bpx_ct_v1.delete(k); }
 static __always_inline struct affinity_val *affinity_map_lookup(struct affinity_key *k) { return bpx_affinity_v1.lookup(k); }
 static __always_inline void affinity_map_update(struct affinity_key *k, struct affinity_val *v) { bpx_affinity_v1.update(k, v); }
 static __always_inline struct frag_val *frag_map_lookup(struct frag_key *k) { return bpx_frag_v1.lookup(k); }
@@ -151,9 +152,15 @@ static __always_inline __u32 process_to_pod(struct __sk_buff *skb)
 	e = lookup_ct(&p, CT_DIR_REPLY, now);
 	if (!e)
 		return V_PASS;
+	/* a SYN on a closing reply tuple opens another connection that reuses it (e.g. the client now
+	 * talks to the backend pod directly): not ours; drop the stale entry so its packets stay untouched */
+	if (ct_syn_on_closing(e, &p)) {
+		drop_reply_ct(&p);
+		return V_PASS;
+	}
 	if (p.frag == PKT_FRAG_FIRST)
 		record_frag(&p, now);
-	refresh_ct(e, &p, now);
+	refresh_ct(e, &p, now, CT_DIR_REPLY);
 	if (revnat_pkt(skb, &p, e->nat_addr, e->nat_port))
 		return V_DROP_NAT_FAIL;
 	return V_REVNAT;

@@ -72,16 +72,65 @@ static __always_inline int ct_reopens(const struct ct_entry *e, const struct pkt
 	       (p->tcp_flags & (TCPF_SYN | TCPF_ACK)) == TCPF_SYN && (e->tcp_flags & (CT_F_FIN | CT_F_RST));
 }
 
-/* record p's tcp flags in e and push its expiry, writing only when something really changes */
-static __always_inline void refresh_ct(struct ct_entry *e, const struct pkt *p, __u64 now)
+/* the key of the other direction's entry of e's flow, p being a packet that hit e in direction dir */
+static __always_inline void ct_peer_key(struct ct_key *k, const struct ct_entry *e, const struct pkt *p, __u8 dir)
+{
+	fill_ct_key(k, p, dir == CT_DIR_FWD ? CT_DIR_REPLY : CT_DIR_FWD);
+	if (dir == CT_DIR_FWD) {
+		/* forward packet client -> frontend; e holds the backend: reply key backend -> client */
+		k->saddr = e->nat_addr;
+		k->daddr = p->saddr;
+		k->sport = e->nat_port;
+		k->dport = p->sport;
+	} else {
+		/* reply packet backend -> client; e holds the frontend: forward key client -> frontend */
+		k->saddr = p->daddr;
+		k->daddr = e->nat_addr;
+		k->sport = p->dport;
+		k->dport = e->nat_port;
+	}
+}
+
+/* record p's tcp flags in e (hit in direction dir) and push its expiry, writing only when something really
+ * changes; when the flow starts closing, the other direction's entry gets the flags and the short lifetime
+ * too (a client's RST is only seen forward: without this the reply entry would live CT_LIFETIME_TCP_NS) */
+static __always_inline void refresh_ct(struct ct_entry *e, const struct pkt *p, __u64 now, __u8 dir)
 {
 	__u8 flags = track_tcp_flags(p, e->tcp_flags);
 	__u64 expires = now + ct_lifetime(p->proto, flags);
+	__u8 closing = flags & ~e->tcp_flags & (CT_F_FIN | CT_F_RST);
+	struct ct_key k;
+	struct ct_entry *peer;
 
 	if (flags != e->tcp_flags)
 		e->tcp_flags = flags;
 	if (expires > e->expires + CT_REFRESH_SLACK_NS || expires + CT_REFRESH_SLACK_NS < e->expires)
 		e->expires = expires;
+	if (!closing)
+		return;
+	ct_peer_key(&k, e, p, dir);
+	peer = ct_map_lookup(&k);
+	if (!peer)
+		return;
+	peer->tcp_flags |= closing;
+	if (peer->expires > expires)
+		peer->expires = expires;
+}
+
+/* whether p carries a SYN (a SYN or SYN-ACK) on a tuple whose entry e is closing (FIN or RST seen) */
+static __always_inline int ct_syn_on_closing(const struct ct_entry *e, const struct pkt *p)
+{
+	return p->proto == IPPROTO_TCP && p->frag != PKT_FRAG_LATER && (p->tcp_flags & TCPF_SYN) &&
+	       (e->tcp_flags & (CT_F_FIN | CT_F_RST));
+}
+
+/* remove the reply entry of p's tuple (as seen, no swap) */
+static __always_inline void drop_reply_ct(const struct pkt *p)
+{
+	struct ct_key k;
+
+	fill_ct_key(&k, p, CT_DIR_REPLY);
+	ct_map_delete(&k);
 }
 
 /* create the forward entry of p's flow to backend be and the reply entry the backend's answers hit */

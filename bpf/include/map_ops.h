@@ -17,6 +17,8 @@ static __always_inline struct backend *backend_map_lookup(__u32 *id);
 static __always_inline struct ct_entry *ct_map_lookup(struct ct_key *k);
 /* insert or replace a conntrack entry */
 static __always_inline void ct_map_update(struct ct_key *k, struct ct_entry *v);
+/* remove a conntrack entry (absent: nothing happens) */
+static __always_inline void ct_map_delete(struct ct_key *k);
 /* affinity entry, or NULL */
 static __always_inline struct affinity_val *affinity_map_lookup(struct affinity_key *k);
 /* insert or replace an affinity entry */

@@ -282,3 +282,61 @@ def test_syn_ack_on_a_closing_tuple_keeps_its_backend(h: Harness) -> None:
     for _ in range(20):
         assert IP(h.from_pod(tcp(flags="SA")).packet[14:]).dst == first
     assert h.verdicts() == Counter({Verdict.FWD_NEW: 1, Verdict.FWD_ESTABLISHED: 21})
+
+
+@pytest.mark.parametrize("close", ["FA", "R"])
+def test_direct_connection_reusing_a_closed_reply_tuple_is_not_translated(h: Harness, close: str) -> None:
+    """A client that closed a service flow and then opens a connection to the backend pod itself from the
+    same source port: the backend's SYN-ACK and later packets reach the client untouched (no stale reverse NAT)."""
+    seed(h.maps, ONE)
+    h.from_pod(tcp())
+    h.from_pod(tcp(flags=close, seq=1001))
+    reply_key = ct_key(BACKENDS[0], CLIENT, 8080, 40000, IPPROTO_TCP, CT_DIR_REPLY)
+    assert h.maps.ct.get(reply_key) is not None
+    syn_ack = tcp(src=BACKENDS[0], dst=CLIENT, sport=8080, dport=40000, flags="SA", seq=5000, ack=1)
+    res = h.to_pod(syn_ack)
+    assert (res.action, res.packet) == (TcAction.OK, bytes(syn_ack))
+    assert h.maps.ct.get(reply_key) is None
+    data = tcp(src=BACKENDS[0], dst=CLIENT, sport=8080, dport=40000, flags="PA", seq=5001, ack=65)
+    res = h.to_pod(data)
+    assert (res.action, res.packet) == (TcAction.OK, bytes(data))
+    assert h.verdicts() == Counter({Verdict.FWD_NEW: 1, Verdict.FWD_ESTABLISHED: 1, Verdict.PASS: 2})
+
+
+def test_syn_ack_of_a_live_service_flow_is_translated(h: Harness) -> None:
+    """The check above only applies to closing entries: the SYN-ACK of an open flow is reverse-translated."""
+    seed(h.maps, ONE)
+    h.from_pod(tcp())
+    syn_ack = tcp(src=BACKENDS[0], dst=CLIENT, sport=8080, dport=40000, flags="SA", seq=5000, ack=1001)
+    res = h.to_pod(syn_ack)
+    assert res.packet == rebuilt(syn_ack, ip_src=FRONTEND, sport=80)
+    assert h.maps.ct.get(ct_key(BACKENDS[0], CLIENT, 8080, 40000, IPPROTO_TCP, CT_DIR_REPLY)) is not None
+    assert h.verdicts() == Counter({Verdict.FWD_NEW: 1, Verdict.REVNAT: 1})
+
+
+def test_client_reset_shortens_the_reply_entry_too(h: Harness) -> None:
+    """A client's RST is only seen forward: the reply entry gets the closing flag and lifetime as well."""
+    seed(h.maps, ONE)
+    h.from_pod(tcp())
+    reply_key = ct_key(BACKENDS[0], CLIENT, 8080, 40000, IPPROTO_TCP, CT_DIR_REPLY)
+    before = h.maps.ct.get(reply_key)
+    assert before is not None and before.tcp_flags == 0
+    h.from_pod(tcp(flags="R", seq=1001))
+    after = h.maps.ct.get(reply_key)
+    assert after is not None
+    assert after.tcp_flags == 2  # CT_F_RST
+    assert after.expires < before.expires - 3600 * 10**9
+
+
+def test_backend_fin_shortens_the_forward_entry_too(h: Harness) -> None:
+    seed(h.maps, ONE)
+    h.from_pod(tcp())
+    fwd_key = ct_key(CLIENT, FRONTEND, 40000, 80, IPPROTO_TCP, CT_DIR_FWD)
+    before = h.maps.ct.get(fwd_key)
+    assert before is not None
+    h.to_pod(tcp(src=BACKENDS[0], dst=CLIENT, sport=8080, dport=40000, flags="FA", seq=9000, ack=1001))
+    after = h.maps.ct.get(fwd_key)
+    assert after is not None
+    assert after.tcp_flags == 1  # CT_F_FIN
+    assert after.expires < before.expires - 3600 * 10**9
+    assert h.verdicts() == Counter({Verdict.FWD_NEW: 1, Verdict.REVNAT: 1})
