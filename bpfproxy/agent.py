@@ -16,9 +16,10 @@ import time
 from dataclasses import dataclass, field
 from types import FrameType
 
+from bpfproxy.controller.diff import WritePlan
 from bpfproxy.controller.health import ProxierHealth, serve_endpoints
 from bpfproxy.controller.metrics import ProxierMetrics, svcstat_reader
-from bpfproxy.controller.plan import Limits
+from bpfproxy.controller.plan import DatapathState, Limits
 from bpfproxy.controller.proxier import Proxier, tune_gc
 from bpfproxy.controller.source_file import FileSource
 from bpfproxy.controller.source_kube import KubeSource, new_api_client
@@ -91,14 +92,6 @@ def run_agent(config: AgentConfig) -> int:
             return 1
 
     settings = config.settings
-    datapath = load_datapath(config.pin_dir, settings)
-    maps = DatapathMaps(config.pin_dir, settings.size_defines())
-    try:
-        maps.set_service_cidrs(config.service_cidrs)
-    except ValueError as e:
-        log.error("bad --service-cidr: %s", e)
-        maps.close()
-        return 1
     limits = Limits(lb_entries=settings.lb_map_max, backends=settings.backend_map_max, svc_ids=settings.svc_id_max)
     node = NodeConfig(
         node_name=config.node_name,
@@ -110,22 +103,13 @@ def run_agent(config: AgentConfig) -> int:
     tune_gc()
     metrics, health = ProxierMetrics(), ProxierHealth(2 * config.full_sync_period)
     proxier = Proxier(
-        MapsWriter(maps),
+        _NotLoaded(),
         node=node,
         limits=limits,
         min_sync_period=config.min_sync_period,
         max_sync_period=config.full_sync_period,
         metrics=metrics,
         health=health,
-    )
-    metrics.add_frontend_stats(lambda: proxier.frontend_stats(svcstat_reader(maps)))
-    servers = serve_endpoints(metrics=metrics, health=health, metrics_bind=config.metrics_bind_address,
-                              healthz_bind=config.healthz_bind_address)
-    attacher = Attacher(datapath.prog_fds)
-    watcher = DeviceWatcher(
-        list(config.pod_devices),
-        on_add=lambda ifname, ifindex: _attach(attacher, ifname),
-        on_remove=lambda ifname, ifindex: attacher.forget(ifname),
     )
     source: FileSource | KubeSource
     if api_client is not None:
@@ -136,12 +120,39 @@ def run_agent(config: AgentConfig) -> int:
     else:
         source = FileSource(config.source_path, proxier)
         source_text = f"file:{config.source_path}"
+    # the source lists and parses while the datapath compiles in its child process (~1 s each): events
+    # only fill the trackers; the proxier thread, the only writer, starts once the maps are loaded
+    source_thread = threading.Thread(target=source.run, args=(stop,), name="source", daemon=True)
+    source_thread.start()
+    try:
+        datapath = load_datapath(config.pin_dir, settings)
+    except BaseException:
+        stop.set()
+        raise
+    maps = DatapathMaps(config.pin_dir, settings.size_defines())
+    try:
+        maps.set_service_cidrs(config.service_cidrs)
+    except ValueError as e:
+        log.error("bad --service-cidr: %s", e)
+        stop.set()
+        maps.close()
+        return 1
+    proxier.writer = MapsWriter(maps)
+    metrics.add_frontend_stats(lambda: proxier.frontend_stats(svcstat_reader(maps)))
+    servers = serve_endpoints(metrics=metrics, health=health, metrics_bind=config.metrics_bind_address,
+                              healthz_bind=config.healthz_bind_address)
+    attacher = Attacher(datapath.prog_fds)
+    watcher = DeviceWatcher(
+        list(config.pod_devices),
+        on_add=lambda ifname, ifindex: _attach(attacher, ifname),
+        on_remove=lambda ifname, ifindex: attacher.forget(ifname),
+    )
     threads = [
+        source_thread,
         threading.Thread(target=watcher.run, args=(stop,), name="devices", daemon=True),
-        threading.Thread(target=source.run, args=(stop,), name="source", daemon=True),
         threading.Thread(target=proxier.run, args=(stop,), name="proxier", daemon=True),
     ]
-    for t in threads:
+    for t in threads[1:]:
         t.start()
     log.info(
         "agent started pin_dir=%s pod_devices=%s source=%s compile_seconds=%.2f",
@@ -156,6 +167,18 @@ def run_agent(config: AgentConfig) -> int:
     maps.close()
     log.info("agent stopped: programs and maps left in place pin_dir=%s", config.pin_dir)
     return 0
+
+
+class _NotLoaded:
+    """The proxier's writer until the datapath is loaded (its thread, the only caller, starts after)."""
+
+    def read_applied(self) -> DatapathState:
+        """Never called: the proxier thread starts with the real writer."""
+        raise RuntimeError("datapath not loaded yet")
+
+    def apply(self, plan: WritePlan) -> None:
+        """Never called: the proxier thread starts with the real writer."""
+        raise RuntimeError("datapath not loaded yet")
 
 
 def _attach(attacher: Attacher, ifname: str) -> None:
