@@ -4,7 +4,9 @@ Place in the data flow: the first stage. `FileSource` polls PATH (one file, or t
 and *.json files of a directory), re-reads files whose (mtime_ns, size, inode) changed, and
 reports each object added, changed or removed to a `SourceHandler`, then `on_synced` per kind
 after the first complete read. Objects are passed as plain dicts, exactly as
-`kubectl get -o yaml` prints them; parsing into typed objects is the trackers' job.
+`kubectl get -o yaml` prints them; parsing into typed objects is the trackers' job. Between
+reads it keeps each file's text, not its parsed objects (at 100k endpoints the dicts would cost
+several times the text); a changed file's previous objects are parsed again from the old text.
 """
 
 from __future__ import annotations
@@ -14,10 +16,9 @@ import logging
 import os
 import threading
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-import yaml
 from bpfproxy.controller.source import API_VERSIONS, KINDS, SourceHandler, object_key
 
 log = logging.getLogger(__name__)
@@ -39,22 +40,33 @@ class _FileState:
 
     stamp: tuple[int, int, int]
     """(mtime_ns, size, inode) when last read"""
-    objects: dict[ObjectId, dict[str, Any]] = field(default_factory=dict)
-    """objects of its last good parse"""
+    text: str = ""
+    """its text at its last good parse"""
+
+
+def read_text(path: str) -> str:
+    """The text of a file; raises LoadError naming it."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read()
+    except (OSError, UnicodeDecodeError) as e:
+        raise LoadError(f"cannot read {path}: {e}") from None
 
 
 def read_documents(path: str) -> list[Any]:
     """Every document of a YAML (multi-document) or JSON file; raises LoadError with file and line."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
-    except (OSError, UnicodeDecodeError) as e:
-        raise LoadError(f"cannot read {path}: {e}") from None
+    return parse_documents(read_text(path), path)
+
+
+def parse_documents(text: str, path: str) -> list[Any]:
+    """Every document of the text of file path (JSON when it ends in .json, else YAML)."""
     if path.endswith(".json"):
         try:
             return [json.loads(text)] if text.strip() else []
         except json.JSONDecodeError as e:
             raise LoadError(f"{path}:{e.lineno}: invalid JSON: {e.msg}") from None
+    import yaml  # only YAML files need it
+
     try:
         return [doc for doc in yaml.safe_load_all(text) if doc is not None]
     except yaml.YAMLError as e:
@@ -64,10 +76,11 @@ def read_documents(path: str) -> list[Any]:
         raise LoadError(f"{path}{line}: invalid YAML: {problem}") from None
 
 
-def extract_objects(docs: Iterable[Any], origin: str) -> dict[ObjectId, dict[str, Any]]:
+def extract_objects(docs: Iterable[Any], origin: str, *, quiet: bool = False) -> dict[ObjectId, dict[str, Any]]:
     """The Service/EndpointSlice/Node objects of parsed documents (`kind: List` expanded).
 
-    Anything else (unknown kind or apiVersion, missing metadata.name) is logged once and skipped.
+    Anything else (unknown kind or apiVersion, missing metadata.name) is logged once and skipped
+    (quiet: not logged, for a text parsed again).
     """
     out: dict[ObjectId, dict[str, Any]] = {}
     stack = list(docs)
@@ -75,7 +88,8 @@ def extract_objects(docs: Iterable[Any], origin: str) -> dict[ObjectId, dict[str
     while stack:
         doc = stack.pop()
         if not isinstance(doc, dict):
-            log.error("skipping a document that is not a mapping file=%s", origin)
+            if not quiet:
+                log.error("skipping a document that is not a mapping file=%s", origin)
             continue
         kind = doc.get("kind")
         if kind == "List" or (isinstance(kind, str) and kind.endswith("List") and "items" in doc):
@@ -85,14 +99,16 @@ def extract_objects(docs: Iterable[Any], origin: str) -> dict[ObjectId, dict[str
             continue
         name = (doc.get("metadata") or {}).get("name") if isinstance(doc.get("metadata"), dict) else None
         if kind not in API_VERSIONS or doc.get("apiVersion") != API_VERSIONS[kind]:
-            log.warning(
+            if not quiet:
+                log.warning(
                 "skipping object of unknown kind file=%s kind=%s apiVersion=%s name=%s",
                 origin, kind, doc.get("apiVersion"), name,
             )
             continue
         key = object_key(doc)
         if key is None:
-            log.error("skipping object without metadata.name file=%s kind=%s", origin, kind)
+            if not quiet:
+                log.error("skipping object without metadata.name file=%s kind=%s", origin, kind)
             continue
         out[(str(kind), key)] = doc
     return out
@@ -132,7 +148,10 @@ class FileSource:
         self.handler = handler
         self.poll_interval = poll_interval
         self._files: dict[str, _FileState] = {}
-        self._emitted: dict[ObjectId, dict[str, Any]] = {}
+        self._fresh: dict[str, dict[ObjectId, dict[str, Any]]] = {}
+        """objects of the files read in this scan (dropped once reported)"""
+        self._emitted: dict[str, str] = {}
+        """file -> text as of the last report"""
         self._synced = False
         self._missing_logged = False
 
@@ -173,26 +192,44 @@ class FileSource:
         if state is not None and state.stamp == stamp:
             return False
         try:
-            objects = extract_objects(read_documents(file), file)
+            text = read_text(file)
+            objects = extract_objects(parse_documents(text, file), file)
         except LoadError as e:
-            kept = len(state.objects) if state else 0
+            old = state.text if state else ""
+            kept = len(self._objects(file, old)) if old else 0
             log.error("%s; keeping its %d previously read objects", e, kept)
-            self._files[file] = _FileState(stamp, state.objects if state else {})
+            self._files[file] = _FileState(stamp, old)
             return False
-        self._files[file] = _FileState(stamp, objects)
+        self._files[file] = _FileState(stamp, text)
+        self._fresh[file] = objects
         return True
+
+    def _objects(self, file: str, text: str) -> dict[ObjectId, dict[str, Any]]:
+        """The objects of an earlier good read of file (its text parses: it did before)."""
+        if not text:
+            return {}
+        return extract_objects(parse_documents(text, file), file, quiet=True)
 
     def _emit(self) -> int:
         merged: dict[ObjectId, dict[str, Any]] = {}
-        for file in sorted(self._files):
-            merged.update(self._files[file].objects)
+        before: dict[ObjectId, dict[str, Any]] = {}
+        for file in sorted(set(self._files) | set(self._emitted)):
+            state = self._files.get(file)
+            now = self._fresh.get(file)
+            if now is None and state is not None:
+                now = self._objects(file, state.text)
+            merged.update(now or {})
+            if file in self._emitted:
+                same = now is not None and state is not None and self._emitted[file] == state.text
+                before.update(now if same and now is not None else self._objects(file, self._emitted[file]))
+        self._fresh = {}
         reported = 0
-        for oid in sorted(set(self._emitted) - set(merged)):
+        for oid in sorted(set(before) - set(merged)):
             self.handler.on_object(oid[0], oid[1], None)
             reported += 1
         for oid, obj in sorted(merged.items(), key=lambda kv: kv[0]):
-            if self._emitted.get(oid) != obj:
+            if before.get(oid) != obj:
                 self.handler.on_object(oid[0], oid[1], obj)
                 reported += 1
-        self._emitted = merged
+        self._emitted = {file: state.text for file, state in self._files.items() if state.text}
         return reported

@@ -156,3 +156,29 @@ def test_missing_path_is_not_synced_until_it_appears(tmp_path: Path) -> None:
     write(tmp_path / "later" / "a.yaml", service("web"))
     src.scan()
     assert rec.take() == [("Service", "default/web", True)] and len(rec.synced) == 3
+
+
+def test_change_in_one_file_reports_only_its_changed_objects(tmp_path: Path) -> None:
+    """Parsed objects are not kept between scans (the texts are): a change in one file reports
+    exactly the objects that changed there, an object moved to another file unchanged is not
+    reported, and the other file's objects are not reported again."""
+    write(tmp_path / "a.yaml", service("web"), service("api"))
+    write(tmp_path / "b.yaml", slice_("web-1"))
+    rec = Recorder()
+    src = FileSource(str(tmp_path), rec)
+    src.scan()
+    assert sorted(rec.take()) == [("EndpointSlice", "default/web-1", True), ("Service", "default/api", True),
+                                  ("Service", "default/web", True)]
+    changed = service("web")
+    changed["spec"]["ports"][0]["port"] = 8081
+    write(tmp_path / "a.yaml", changed, service("api"))
+    src.scan()
+    assert rec.take() == [("Service", "default/web", True)]
+    assert rec.events == [] and src.scan() == 0
+    write(tmp_path / "a.yaml", changed)
+    write(tmp_path / "b.yaml", slice_("web-1"), service("api"))  # api moves, unchanged
+    src.scan()
+    assert rec.take() == []
+    write(tmp_path / "b.yaml", slice_("web-1"))
+    src.scan()
+    assert rec.take() == [("Service", "default/api", False)]
