@@ -104,7 +104,7 @@ static __always_inline __u32 forward_pkt(struct __sk_buff *skb, const struct pkt
 		be = backend_map_lookup(&id);
 		/* graceful termination: terminating backends and empty frontends keep their flows */
 		if (be && be->svc_id == e->svc_id && e->svc_id == svc->svc_id) {
-			refresh_ct(e, p, now);
+			refresh_ct(e, p, now, CT_DIR_FWD);
 			return forward_to(skb, p, be, svc->svc_id, V_FWD_ESTABLISHED);
 		}
 		/* the backend is gone or its id was reused: never black-hole, pick a live one */
