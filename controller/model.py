@@ -12,6 +12,7 @@ import socket
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any, NamedTuple
 
 #: protocols a Service or EndpointSlice port may carry
@@ -189,9 +190,16 @@ def _list(ctx: _Ctx, value: Any, where: str) -> list[Any]:
     return value
 
 
-def _str_map(ctx: _Ctx, value: Any, where: str) -> dict[str, str]:
-    """Labels/annotations with interned keys and values: the same few strings repeat over 10k objects."""
-    return {_intern(str(k)): _intern(str(v)) for k, v in _mapping(ctx, value, where).items()}
+def _str_map(ctx: _Ctx, value: Any, where: str) -> Mapping[str, str]:
+    """Labels/annotations with interned keys and values: the same few strings repeat over 10k objects
+    (and an empty one is one shared read-only mapping)."""
+    items = _mapping(ctx, value, where)
+    if not items:
+        return _EMPTY_MAP
+    return {_intern(str(k)): _intern(str(v)) for k, v in items.items()}
+
+
+_EMPTY_MAP: Mapping[str, str] = MappingProxyType({})
 
 
 def _ipv4_or_6(ctx: _Ctx, value: Any, where: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:

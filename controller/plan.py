@@ -196,7 +196,8 @@ class DatapathState:
     """frontend ids"""
     backend_id_alloc: IdAllocator = field(default_factory=lambda: IdAllocator(1 << 32))
     """backend ids"""
-    _by_service: dict[str, frozenset[FrontendKey]] = field(default_factory=dict)
+    _by_service: dict[str, tuple[FrontendKey, ...]] = field(default_factory=dict)
+    """frontend keys of each service (tuples: a one-element frozenset costs 216 bytes)"""
     _by_svc_id: dict[int, FrontendKey] = field(default_factory=dict)
     _backends_by_svc: dict[int, tuple[int, ...]] = field(default_factory=dict)
     """backend ids of each frontend id (a tuple: a 10-element frozenset costs ~5x the memory)"""
@@ -234,7 +235,7 @@ class DatapathState:
 
     def service_frontends(self, service: str) -> frozenset[FrontendKey]:
         """The frontend keys of one service."""
-        return self._by_service.get(service, frozenset())
+        return frozenset(self._by_service.get(service, ()))
 
     def frontend_by_id(self, svc_id: int) -> FrontendKey | None:
         """The frontend holding svc_id."""
@@ -270,7 +271,7 @@ class DatapathState:
             j.addresses.setdefault(key.addr, key.addr in self.addresses)
         self.frontends[key] = entry
         svc = entry.service
-        self._by_service[svc] = self._by_service.get(svc, frozenset()) | {key}
+        self._by_service[svc] = (*self._by_service.get(svc, ()), key)
         self._by_svc_id[entry.svc_id] = key
         self._slots += len(entry.backend_ids)
         self._addr_refs[key.addr] = self._addr_refs.get(key.addr, 0) + 1
@@ -284,7 +285,7 @@ class DatapathState:
             j.frontends.setdefault(key, entry)
             j.addresses.setdefault(key.addr, key.addr in self.addresses)
         svc = entry.service
-        rest = self._by_service[svc] - {key}
+        rest = tuple([k for k in self._by_service[svc] if k != key])
         if rest:
             self._by_service[svc] = rest
         else:
@@ -434,7 +435,7 @@ def _plan(
     full = services is None
     todo = set(by_service) | state.services() if full else set(services or ())
     journal = Journal()
-    state._journal = journal
+    state._journal = journal if previous is None else None  # plan() keeps previous: no journal needed
     try:
         state.svc_id_alloc.limit = min(state.svc_id_alloc.limit, limits.svc_ids)
         if full:
