@@ -136,6 +136,8 @@ static __always_inline __u32 process_to_pod(struct __sk_buff *skb)
 	struct pkt p = {};
 	struct ct_entry *e;
 	__u64 now = 0;
+	__be32 nat_addr;
+	__be16 nat_port;
 
 	/* requests to the pod and replies from ports no backend uses cost one array lookup */
 	if (from_quiet_port(skb))
@@ -160,8 +162,10 @@ static __always_inline __u32 process_to_pod(struct __sk_buff *skb)
 	}
 	if (p.frag == PKT_FRAG_FIRST)
 		record_frag(&p, now);
+	nat_addr = e->nat_addr;
+	nat_port = e->nat_port;
 	refresh_ct(e, &p, now, CT_DIR_REPLY);
-	if (revnat_pkt(skb, &p, e->nat_addr, e->nat_port))
+	if (revnat_pkt(skb, &p, nat_addr, nat_port))
 		return V_DROP_NAT_FAIL;
 	return V_REVNAT;
 }

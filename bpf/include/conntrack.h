@@ -92,8 +92,10 @@ static __always_inline void ct_peer_key(struct ct_key *k, const struct ct_entry 
 }
 
 /* record p's tcp flags in e (hit in direction dir) and push its expiry, writing only when something really
- * changes; when the flow starts closing, the other direction's entry gets the flags and the short lifetime
- * too (a client's RST is only seen forward: without this the reply entry would live CT_LIFETIME_TCP_NS) */
+ * changes. When the flow starts closing, the other direction's entry gets the flags and the short lifetime
+ * too (a client's RST is only seen forward: without this the reply entry would live CT_LIFETIME_TCP_NS).
+ * A RST ends the flow: both entries are deleted (CT_DELETE_ON_RST) so that dead flows do not fill the
+ * LRU map, where every later insert would evict; e must not be used after this returns */
 static __always_inline void refresh_ct(struct ct_entry *e, const struct pkt *p, __u64 now, __u8 dir)
 {
 	__u8 flags = track_tcp_flags(p, e->tcp_flags);
@@ -102,6 +104,13 @@ static __always_inline void refresh_ct(struct ct_entry *e, const struct pkt *p, 
 	struct ct_key k;
 	struct ct_entry *peer;
 
+	if (CT_DELETE_ON_RST && (closing & CT_F_RST)) {
+		ct_peer_key(&k, e, p, dir);
+		ct_map_delete(&k);
+		fill_ct_key(&k, p, dir);
+		ct_map_delete(&k);
+		return;
+	}
 	if (flags != e->tcp_flags)
 		e->tcp_flags = flags;
 	if (expires > e->expires + CT_REFRESH_SLACK_NS || expires + CT_REFRESH_SLACK_NS < e->expires)

@@ -57,6 +57,11 @@
 #define CT_LIFETIME_TCP_CLOSING_NS (10ULL * 1000000000ULL)
 #endif
 
+/* 1: a TCP RST deletes both conntrack entries of its flow at once (0: they live CT_LIFETIME_TCP_CLOSING_NS) */
+#ifndef CT_DELETE_ON_RST
+#define CT_DELETE_ON_RST 1
+#endif
+
 /* conntrack lifetime of a non-TCP flow, ns */
 #ifndef CT_LIFETIME_NONTCP_NS
 #define CT_LIFETIME_NONTCP_NS (60ULL * 1000000000ULL)

@@ -292,7 +292,8 @@ def test_direct_connection_reusing_a_closed_reply_tuple_is_not_translated(h: Har
     h.from_pod(tcp())
     h.from_pod(tcp(flags=close, seq=1001))
     reply_key = ct_key(BACKENDS[0], CLIENT, 8080, 40000, IPPROTO_TCP, CT_DIR_REPLY)
-    assert h.maps.ct.get(reply_key) is not None
+    # a FIN leaves a closing entry, a RST deletes it (CT_DELETE_ON_RST): either way the backend's own connection passes
+    assert (h.maps.ct.get(reply_key) is None) == (close == "R")
     syn_ack = tcp(src=BACKENDS[0], dst=CLIENT, sport=8080, dport=40000, flags="SA", seq=5000, ack=1)
     res = h.to_pod(syn_ack)
     assert (res.action, res.packet) == (TcAction.OK, bytes(syn_ack))
@@ -314,18 +315,42 @@ def test_syn_ack_of_a_live_service_flow_is_translated(h: Harness) -> None:
     assert h.verdicts() == Counter({Verdict.FWD_NEW: 1, Verdict.REVNAT: 1})
 
 
-def test_client_reset_shortens_the_reply_entry_too(h: Harness) -> None:
-    """A client's RST is only seen forward: the reply entry gets the closing flag and lifetime as well."""
+def test_client_fin_shortens_the_reply_entry_too(h: Harness) -> None:
+    """A client's FIN is only seen forward: the reply entry gets the closing flag and lifetime as well."""
     seed(h.maps, ONE)
     h.from_pod(tcp())
     reply_key = ct_key(BACKENDS[0], CLIENT, 8080, 40000, IPPROTO_TCP, CT_DIR_REPLY)
     before = h.maps.ct.get(reply_key)
     assert before is not None and before.tcp_flags == 0
-    h.from_pod(tcp(flags="R", seq=1001))
+    h.from_pod(tcp(flags="FA", seq=1001))
     after = h.maps.ct.get(reply_key)
     assert after is not None
-    assert after.tcp_flags == 2  # CT_F_RST
+    assert after.tcp_flags == 1  # CT_F_FIN
     assert after.expires < before.expires - 3600 * 10**9
+
+
+def test_client_reset_deletes_both_entries(h: Harness) -> None:
+    """A RST ends the flow: both entries go at once, so dead flows do not fill the LRU map."""
+    seed(h.maps, ONE)
+    h.from_pod(tcp())
+    fwd_key = ct_key(CLIENT, FRONTEND, 40000, 80, IPPROTO_TCP, CT_DIR_FWD)
+    reply_key = ct_key(BACKENDS[0], CLIENT, 8080, 40000, IPPROTO_TCP, CT_DIR_REPLY)
+    assert h.maps.ct.get(fwd_key) is not None and h.maps.ct.get(reply_key) is not None
+    res = h.from_pod(tcp(flags="R", seq=1001))
+    assert IP(res.packet[14:]).dst == BACKENDS[0]  # the RST itself is still translated
+    assert h.maps.ct.get(fwd_key) is None and h.maps.ct.get(reply_key) is None
+    assert h.verdicts() == Counter({Verdict.FWD_NEW: 1, Verdict.FWD_ESTABLISHED: 1})
+
+
+def test_backend_reset_is_translated_then_deletes_both_entries(h: Harness) -> None:
+    seed(h.maps, ONE)
+    h.from_pod(tcp())
+    rst = tcp(src=BACKENDS[0], dst=CLIENT, sport=8080, dport=40000, flags="RA", seq=0, ack=1001)
+    res = h.to_pod(rst)
+    assert res.packet == rebuilt(rst, ip_src=FRONTEND, sport=80)
+    assert h.maps.ct.get(ct_key(CLIENT, FRONTEND, 40000, 80, IPPROTO_TCP, CT_DIR_FWD)) is None
+    assert h.maps.ct.get(ct_key(BACKENDS[0], CLIENT, 8080, 40000, IPPROTO_TCP, CT_DIR_REPLY)) is None
+    assert h.verdicts() == Counter({Verdict.FWD_NEW: 1, Verdict.REVNAT: 1})
 
 
 def test_backend_fin_shortens_the_forward_entry_too(h: Harness) -> None:
