@@ -79,15 +79,8 @@ def kind_specs(node_name: str) -> list[KindSpec]:
 def new_api_client(kubeconfig: str | None) -> Any:
     """An ApiClient for a kubeconfig file, or for the in-cluster service account when kubeconfig is None.
 
-    urllib3's own retries are off: the watch loop backs off and reconnects itself. Common credentials
-    get kube_client.LiteClient (the kubernetes package costs ~22 MiB to import); anything else
-    (exec/auth-provider plugins, proxies) the kubernetes client.
+    urllib3's own retries are off: the watch loop backs off and reconnects itself.
     """
-    from bpfproxy.controller.kube_client import lite_client
-
-    lite = lite_client(kubeconfig)
-    if lite is not None:
-        return lite
     from kubernetes import client, config
 
     cfg = client.Configuration()
@@ -126,6 +119,8 @@ class _Api:
 
     def call(self, spec: KindSpec, timeout: tuple[float, float], **params: Any) -> Any:
         """GET the collection of spec.kind with params; raises Gone on 410, WatchError on any other failure."""
+        from kubernetes.client.exceptions import ApiException
+
         if spec.label_selector:
             params["label_selector"] = spec.label_selector
         if spec.field_selector:
@@ -137,9 +132,9 @@ class _Api:
                 header_params={"Accept": "application/json"}, auth_settings=["BearerToken"],
             )
             resp = self.api_client.call_api(*request, _request_timeout=timeout)
-        except Exception as e:  # the kubernetes client's ApiException (status, body); urllib3: refused, reset...
-            if getattr(e, "status", None) and hasattr(e, "body"):
-                raise WatchError(f"HTTP {e.status} {_status_message(e.body)}") from None  # type: ignore[attr-defined]
+        except ApiException as e:
+            raise WatchError(f"HTTP {e.status} {_status_message(e.body)}") from None
+        except Exception as e:  # urllib3: refused, reset, timeouts
             raise WatchError(f"{type(e).__name__}: {e}") from None
         if not 200 <= resp.status <= 299:
             body = resp.response.data
