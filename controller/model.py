@@ -126,9 +126,46 @@ class Endpoint(NamedTuple):
     """hints.forNodes[].name"""
 
 
+#: EndpointSlice.conditions bits of one endpoint: each condition is "set" (not null) and its value
+COND_READY_SET, COND_READY, COND_SERVING_SET, COND_SERVING, COND_TERMINATING_SET, COND_TERMINATING = 1, 2, 4, 8, 16, 32
+
+
+def _cond_bits(ready: bool | None, serving: bool | None, terminating: bool | None) -> int:
+    """The EndpointSlice.conditions byte of one endpoint's three nullable conditions."""
+    bits = 0
+    for value, set_bit in ((ready, COND_READY_SET), (serving, COND_SERVING_SET), (terminating, COND_TERMINATING_SET)):
+        if value is not None:
+            bits |= set_bit | (set_bit << 1 if value else 0)
+    return bits
+
+
+def _cond_of(bits: int) -> tuple[bool | None, bool | None, bool | None]:
+    """(ready, serving, terminating) as the slice gave them (None = unset) from a conditions byte."""
+    return tuple(  # type: ignore[return-value]
+        bool(bits & (set_bit << 1)) if bits & set_bit else None
+        for set_bit in (COND_READY_SET, COND_SERVING_SET, COND_TERMINATING_SET)
+    )
+
+
+#: conditions byte -> its nullable (ready, serving, terminating)
+COND_RAW: tuple[tuple[bool | None, bool | None, bool | None], ...] = tuple(_cond_of(b) for b in range(64))
+#: conditions byte -> kube-proxy's effective (ready, serving, terminating): ready unset = True,
+#: serving unset = ready, terminating unset = False
+COND_EFFECTIVE: tuple[tuple[bool, bool, bool], ...] = tuple(
+    (r is not False, (r is not False) if s is None else s, t is True) for r, s, t in COND_RAW
+)
+#: conditions byte of each (ready, serving, terminating) combination, for the parser
+_COND_BYTE: dict[tuple[bool | None, bool | None, bool | None], int] = {c: b for b, c in enumerate(COND_RAW)}
+
+
 @dataclass(frozen=True, slots=True)
 class EndpointSlice:
-    """The fields of a discovery.k8s.io/v1 EndpointSlice that decide backends."""
+    """The fields of a discovery.k8s.io/v1 EndpointSlice that decide backends.
+
+    Endpoints are held column-wise (parallel tuples, one entry per endpoint), not as one object per
+    endpoint: 100k endpoints cost ~16 MiB less that way. `endpoints` rebuilds `Endpoint` tuples on
+    demand for readers that want them; the hot path (topology.port_endpoints) reads the columns.
+    """
 
     namespace: str
     """metadata.namespace"""
@@ -140,8 +177,18 @@ class EndpointSlice:
     """addressType: IPv4, IPv6 or FQDN"""
     ports: tuple[EndpointPort, ...]
     """ports"""
-    endpoints: tuple[Endpoint, ...]
-    """endpoints"""
+    addresses: tuple[str, ...]
+    """first address of each endpoint (the only one used, as kube-proxy does)"""
+    conditions: bytes
+    """conditions of each endpoint, one byte of COND_* bits (COND_RAW / COND_EFFECTIVE decode it)"""
+    node_names: tuple[str, ...]
+    """nodeName of each endpoint ("" when absent); () when no endpoint has one"""
+    zones: tuple[str, ...]
+    """zone of each endpoint ("" when absent); () when no endpoint has one"""
+    hints: tuple[tuple[tuple[str, ...], tuple[str, ...]], ...]
+    """(hints.forZones names, hints.forNodes names) of each endpoint; () when no endpoint has hints"""
+    all_addresses: tuple[tuple[str, ...], ...]
+    """every address of each endpoint; () when each has exactly one (then it is `addresses`)"""
     annotations: Mapping[str, str]
     """metadata.annotations"""
 
@@ -154,6 +201,19 @@ class EndpointSlice:
     def service_key(self) -> str:
         """ "namespace/service-name" of the service this slice belongs to ("" when none)."""
         return f"{self.namespace}/{self.service_name}" if self.service_name else ""
+
+    @property
+    def endpoints(self) -> tuple[Endpoint, ...]:
+        """The endpoints as `Endpoint` tuples, built on each call (not for hot paths)."""
+        out = []
+        for i, addr in enumerate(self.addresses):
+            ready, serving, terminating = COND_RAW[self.conditions[i]]
+            zones, nodes = self.hints[i] if self.hints else ((), ())
+            out.append(Endpoint(
+                self.all_addresses[i] if self.all_addresses else (addr,), ready, serving, terminating,
+                self.node_names[i] if self.node_names else "", self.zones[i] if self.zones else "", zones, nodes,
+            ))  # fmt: skip
+        return tuple(out)
 
 
 class _Ctx:
@@ -376,10 +436,34 @@ def parse_endpoint_slice(obj: Mapping[str, Any]) -> EndpointSlice:
             )
         )
 
-    endpoints = tuple([
-        _endpoint(ctx, i, raw, address_type)
-        for i, raw in enumerate(_list(ctx, obj.get("endpoints"), "endpoints"))
-    ])  # fmt: skip
+    addresses: list[str] = []
+    conds = bytearray()
+    nodes: list[str] = []
+    zones: list[str] = []
+    hints: list[tuple[tuple[str, ...], tuple[str, ...]]] = []
+    all_addresses: list[tuple[str, ...]] | None = None
+    raws = _list(ctx, obj.get("endpoints"), "endpoints")
+    fast = address_type == "IPv4"
+    cond_byte = _COND_BYTE
+    for i, raw in enumerate(raws):
+        ep = _endpoint_fast(raw) if fast else None
+        if ep is None:
+            ep = _endpoint_general(ctx, i, raw, address_type)
+        addrs, cond, node, zone, hint = ep
+        addresses.append(addrs[0])
+        conds.append(cond_byte[cond])
+        nodes.append(node)
+        zones.append(zone)
+        if hint is not None:
+            if not hints:
+                hints = [_NO_HINT_PAIR] * i
+            hints.append(hint)
+        elif hints:
+            hints.append(_NO_HINT_PAIR)
+        if len(addrs) != 1 and all_addresses is None:
+            all_addresses = [(a,) for a in addresses[:-1]]
+        if all_addresses is not None:
+            all_addresses.append(tuple(addrs))
 
     return EndpointSlice(
         namespace=ctx.namespace,
@@ -387,42 +471,54 @@ def parse_endpoint_slice(obj: Mapping[str, Any]) -> EndpointSlice:
         service_name=labels.get(SERVICE_NAME_LABEL, ""),
         address_type=_intern(str(address_type)),
         ports=tuple(ports),
-        endpoints=endpoints,
+        addresses=tuple(addresses),
+        conditions=bytes(conds),
+        node_names=tuple(nodes) if any(nodes) else (),
+        zones=tuple(zones) if any(zones) else (),
+        hints=tuple(hints),
+        all_addresses=tuple(all_addresses or ()),
         annotations=_str_map(ctx, meta.get("annotations"), "metadata.annotations"),
     )
 
 
 _NO_HINTS: Mapping[str, Any] = {}
+_NO_HINT_PAIR: tuple[tuple[str, ...], tuple[str, ...]] = ((), ())
+#: one parsed endpoint: (addresses, (ready, serving, terminating), node name, zone, hints or None)
+_ParsedEndpoint = tuple[
+    tuple[str, ...] | list[str],
+    tuple[bool | None, bool | None, bool | None],
+    str,
+    str,
+    tuple[tuple[str, ...], tuple[str, ...]] | None,
+]
 
 
-def _endpoint(ctx: _Ctx, i: int, raw: Any, address_type: Any) -> Endpoint:
-    """endpoints[i] of a slice. Parsing 100k endpoints is most of a cold start: the common shape (a
-    plain dict, one canonical IPv4 address, boolean or absent conditions, no hints) takes a fast
-    path; anything else takes the general one, which also builds the error messages."""
-    if type(raw) is dict and address_type == "IPv4" and "hints" not in raw:
+def _endpoint_fast(raw: Any) -> _ParsedEndpoint | None:
+    """An IPv4 endpoint of the common shape (a plain dict, one canonical address, boolean or absent
+    conditions, no hints), or None for anything else (the general path then parses it or names the
+    error). Parsing 100k endpoints is most of a cold start."""
+    if type(raw) is dict and "hints" not in raw:
         addrs = raw.get("addresses")
         cond = raw.get("conditions")
         if type(addrs) is list and len(addrs) == 1 and type(cond) is dict:
-            a = addrs[0]
-            canonical = _is_canonical_ipv4(a)
             ready = cond.get("ready")
             serving = cond.get("serving")
             terminating = cond.get("terminating")
             node = raw.get("nodeName")
             zone = raw.get("zone")
             if (
-                canonical
+                _is_canonical_ipv4(addrs[0])
                 and (ready is None or ready is True or ready is False)
                 and (serving is None or serving is True or serving is False)
                 and (terminating is None or terminating is True or terminating is False)
                 and (node is None or type(node) is str)
                 and (zone is None or type(zone) is str)
             ):
-                return Endpoint((a,), ready, serving, terminating, _intern(node or ""), _intern(zone or ""), (), ())
-    return _endpoint_general(ctx, i, raw, address_type)
+                return addrs, (ready, serving, terminating), _intern(node or ""), _intern(zone or ""), None
+    return None
 
 
-def _endpoint_general(ctx: _Ctx, i: int, raw: Any, address_type: Any) -> Endpoint:
+def _endpoint_general(ctx: _Ctx, i: int, raw: Any, address_type: Any) -> _ParsedEndpoint:
     """endpoints[i] of a slice, any shape; BadObject naming the field when invalid."""
     if type(raw) is not dict:
         raw = _mapping(ctx, raw, f"endpoints[{i}]")
@@ -447,15 +543,18 @@ def _endpoint_general(ctx: _Ctx, i: int, raw: Any, address_type: Any) -> Endpoin
         flags.append(value)
     hints = get("hints")
     hints = _NO_HINTS if hints is None else _mapping(ctx, hints, f"endpoints[{i}].hints")
-    return Endpoint(
-        addresses=addresses,
-        ready=flags[0],
-        serving=flags[1],
-        terminating=flags[2],
-        node_name=sys.intern(str(get("nodeName") or "")),
-        zone=sys.intern(str(get("zone") or "")),
-        hints_for_zones=_hint_names(ctx, hints.get("forZones"), f"endpoints[{i}].hints.forZones") if hints else (),
-        hints_for_nodes=_hint_names(ctx, hints.get("forNodes"), f"endpoints[{i}].hints.forNodes") if hints else (),
+    hint = None
+    if hints:
+        hint = (
+            _hint_names(ctx, hints.get("forZones"), f"endpoints[{i}].hints.forZones"),
+            _hint_names(ctx, hints.get("forNodes"), f"endpoints[{i}].hints.forNodes"),
+        )
+    return (
+        addresses,
+        (flags[0], flags[1], flags[2]),
+        _intern(str(get("nodeName") or "")),
+        _intern(str(get("zone") or "")),
+        hint,
     )
 
 

@@ -25,7 +25,7 @@ import socket
 from collections.abc import Iterable, Mapping
 from typing import Any, NamedTuple
 
-from bpfproxy.controller.model import EndpointSlice, ServicePort
+from bpfproxy.controller.model import COND_EFFECTIVE, EndpointSlice, ServicePort
 
 #: Node label holding the node's zone (topology hints match it)
 ZONE_LABEL = "topology.kubernetes.io/zone"
@@ -33,6 +33,8 @@ ZONE_LABEL = "topology.kubernetes.io/zone"
 PREFER_SAME_NODE = "PreferSameNode"
 #: topology mode: hints for this node's zone are used (EndpointSlice hints.forZones)
 PREFER_SAME_ZONE = "PreferSameZone"
+
+_NO_HINTS: tuple[tuple[str, ...], tuple[str, ...]] = ((), ())
 
 
 class EndpointInfo(NamedTuple):
@@ -88,15 +90,13 @@ def port_endpoints(
         numbers = [p.port for p in sl.ports if p.name == name and p.protocol == protocol and p.port is not None]
         if not numbers:
             continue
-        for ep in sl.endpoints:
-            ready = ep.ready is not False
-            serving = ready if ep.serving is None else ep.serving
-            terminating = ep.terminating is True
-            local = bool(node_name) and ep.node_name == node_name
-            addr = ep.addresses[0]
+        conditions, node_names, hints = sl.conditions, sl.node_names, sl.hints
+        for i, addr in enumerate(sl.addresses):
+            ready, serving, terminating = COND_EFFECTIVE[conditions[i]]
+            local = bool(node_name) and bool(node_names) and node_names[i] == node_name
+            zone_hints, node_hints = hints[i] if hints else _NO_HINTS
             for number in numbers:
-                info = EndpointInfo(addr, number, ready, serving, terminating, local,
-                                    ep.hints_for_zones, ep.hints_for_nodes)
+                info = EndpointInfo(addr, number, ready, serving, terminating, local, zone_hints, node_hints)
                 key = (addr, number)
                 old = found.get(key)
                 if old is None or _rank(info) > _rank(old):

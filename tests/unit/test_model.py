@@ -180,3 +180,23 @@ def test_bad_slice_names_object_and_reason(path: str, value: Any, reason: str) -
         parse_endpoint_slice(obj)
     msg = str(err.value)
     assert msg.startswith("EndpointSlice shop/") and reason in msg
+
+
+def test_slice_columns_mixed_shapes() -> None:
+    """The column form: hints and extra addresses appear mid-slice; the columns stay aligned with
+    the endpoints and empty columns collapse to ()."""
+    plain = {"addresses": ["10.0.0.1"], "conditions": {"ready": True}}
+    hinted = {"addresses": ["10.0.0.2"], "hints": {"forZones": [{"name": "z"}]}, "zone": "z"}
+    multi = {"addresses": ["10.0.0.3", "10.0.0.4"], "conditions": {"ready": False, "terminating": True},
+             "nodeName": "n2"}
+    sl = parse_endpoint_slice(slice_(endpoints=[plain, hinted, multi]))
+    assert sl.addresses == ("10.0.0.1", "10.0.0.2", "10.0.0.3")
+    assert sl.all_addresses == (("10.0.0.1",), ("10.0.0.2",), ("10.0.0.3", "10.0.0.4"))
+    assert sl.hints == (((), ()), (("z",), ()), ((), ()))
+    assert sl.zones == ("", "z", "") and sl.node_names == ("", "", "n2")
+    assert [(e.ready, e.serving, e.terminating) for e in sl.endpoints] == [
+        (True, None, None), (None, None, None), (False, None, True)]
+    assert [e.addresses for e in sl.endpoints] == [("10.0.0.1",), ("10.0.0.2",), ("10.0.0.3", "10.0.0.4")]
+    bare = parse_endpoint_slice(slice_(endpoints=[plain, plain]))
+    assert (bare.node_names, bare.zones, bare.hints, bare.all_addresses) == ((), (), (), ())
+    assert bare.addresses[0] is plain["addresses"][0]  # the parsed string itself, not a copy
