@@ -261,6 +261,23 @@ def _str_map(ctx: _Ctx, value: Any, where: str) -> Mapping[str, str]:
 
 _EMPTY_MAP: Mapping[str, str] = MappingProxyType({})
 
+#: bound of the shared-value cache (cleared when full: it then only loses sharing)
+SHARE_CACHE_MAX = 4096
+_shared: dict[Any, Any] = {}
+
+
+def _share(value: Any) -> Any:
+    """One object for equal immutable values (the ports tuple, node-name and conditions columns of
+    slices: the same few repeat over 10k slices). A bounded cache, so it never holds more than
+    SHARE_CACHE_MAX values whatever the cluster looks like."""
+    got = _shared.get(value)
+    if got is not None:
+        return got
+    if len(_shared) >= SHARE_CACHE_MAX:
+        _shared.clear()
+    _shared[value] = value
+    return value
+
 
 def _ipv4_or_6(ctx: _Ctx, value: Any, where: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
     try:
@@ -470,11 +487,11 @@ def parse_endpoint_slice(obj: Mapping[str, Any]) -> EndpointSlice:
         name=str(meta["name"]),
         service_name=labels.get(SERVICE_NAME_LABEL, ""),
         address_type=_intern(str(address_type)),
-        ports=tuple(ports),
+        ports=_share(tuple(ports)),
         addresses=tuple(addresses),
-        conditions=bytes(conds),
-        node_names=tuple(nodes) if any(nodes) else (),
-        zones=tuple(zones) if any(zones) else (),
+        conditions=_share(bytes(conds)),
+        node_names=_share(tuple(nodes)) if any(nodes) else (),
+        zones=_share(tuple(zones)) if any(zones) else (),
         hints=tuple(hints),
         all_addresses=tuple(all_addresses or ()),
         annotations=_str_map(ctx, meta.get("annotations"), "metadata.annotations"),

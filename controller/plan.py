@@ -553,9 +553,12 @@ def _plan_service(
             if not ref.terminating:
                 slots.append(be_id)
         desired.add_backends(svc_id, list(adding.items()))
+        # usually every backend has a slot: share the frontend's slot tuple with its backend set
+        ids = desired._backends_by_svc.get(svc_id, ())
+        slot_ids = ids if len(ids) == len(slots) and list(ids) == slots else tuple(slots)
         flags = (SVC_F_AFFINITY if f.affinity_timeout else 0) | (SVC_F_DROP_NO_EP if f.drop_no_ep else 0)
         desired.add_frontend(
-            key, FrontendEntry(svc_id, f.name, flags, f.affinity_timeout, tuple(slots))
+            key, FrontendEntry(svc_id, f.name, flags, f.affinity_timeout, slot_ids)
         )
     if not problem:
         problem = _overflow(desired, limits, svc)

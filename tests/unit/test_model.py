@@ -200,3 +200,12 @@ def test_slice_columns_mixed_shapes() -> None:
     bare = parse_endpoint_slice(slice_(endpoints=[plain, plain]))
     assert (bare.node_names, bare.zones, bare.hints, bare.all_addresses) == ((), (), (), ())
     assert bare.addresses[0] is plain["addresses"][0]  # the parsed string itself, not a copy
+
+
+def test_slices_share_equal_columns() -> None:
+    """Equal ports tuples and node-name / conditions columns of different slices are one object."""
+    eps = [{"addresses": [f"10.0.0.{i}"], "conditions": {"ready": True}, "nodeName": "n1"} for i in (1, 2)]
+    a = parse_endpoint_slice(slice_(endpoints=eps))
+    b = parse_endpoint_slice(slice_(endpoints=[dict(e, addresses=[f"10.1.0.{i}"]) for i, e in enumerate(eps)]))
+    assert a.addresses != b.addresses
+    assert a.ports is b.ports and a.node_names is b.node_names and a.conditions is b.conditions
