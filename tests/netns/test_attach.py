@@ -252,8 +252,9 @@ def test_device_watcher_follows_devices(datapath, node: Node) -> None:  # type: 
         ns("ip", "link", "add", "veth7", "type", "veth", "peer", "name", "peer7")
         ns("ip", "link", "add", "other0", "type", "veth", "peer", "name", "other0p")
         assert wait_for(lambda: "veth7" in attached_devs(), 10.0), added
-        first_index = watcher.known().get(next(i for n, i in added if n == "veth7"))
-        assert first_index == "veth7"
+        veth7_index = next(i for n, i in added if n == "veth7")
+        # known() records a device once its on_add callback has returned (the attach is seen a moment earlier)
+        assert wait_for(lambda: watcher.known().get(veth7_index) == "veth7", 10.0), watcher.known()
         assert {n for n, _ in added} == {"veth0", "veth1", "veth7", "lxcbroken"}  # not other0 nor peer7
 
         # link up and down on a known device: no new callback
@@ -266,7 +267,7 @@ def test_device_watcher_follows_devices(datapath, node: Node) -> None:  # type: 
 
         ns("ip", "link", "del", "veth7")
         assert wait_for(lambda: any(n == "veth7" for n, _ in removed), 10.0)
-        assert "veth7" not in attacher.attached()
+        assert wait_for(lambda: "veth7" not in attacher.attached(), 10.0)  # on_remove records, then forgets
         ns("ip", "link", "add", "veth7", "type", "veth", "peer", "name", "peer7")
         assert wait_for(lambda: sum(n == "veth7" for n, _ in added) == 2, 10.0)
         indexes = [i for n, i in added if n == "veth7"]
