@@ -76,52 +76,43 @@ class Family:
         return "\n".join(lines) + "\n"
 
 
-class Counter(Family):
-    """A monotonically increasing value per label set."""
-
-    kind = "counter"
+class _Valued(Family):
+    """A family holding one float per label set (what counters and gauges share)."""
 
     def __init__(self, name: str, help: str, labelnames: Sequence[str] = ()) -> None:
         super().__init__(name, help, labelnames)
         self._values: dict[Labels, float] = {} if labelnames else {(): 0.0}
+
+    def value(self, labels: Labels = ()) -> float:
+        """The current value of labels (0 when never set)."""
+        return self._values.get(labels, 0.0)
+
+    def samples(self) -> Iterable[tuple[str, str, float]]:
+        with self._lock:
+            items = sorted(self._values.items())
+        return [(self.name, _labels(self.labelnames, k), v) for k, v in items]
+
+
+class Counter(_Valued):
+    """A monotonically increasing value per label set."""
+
+    kind = "counter"
 
     def inc(self, amount: float = 1.0, labels: Labels = ()) -> None:
         """Add amount (>= 0) to the value of labels."""
         with self._lock:
             self._values[labels] = self._values.get(labels, 0.0) + amount
 
-    def value(self, labels: Labels = ()) -> float:
-        """The current value of labels (0 when never incremented)."""
-        return self._values.get(labels, 0.0)
 
-    def samples(self) -> Iterable[tuple[str, str, float]]:
-        with self._lock:
-            items = sorted(self._values.items())
-        return [(self.name, _labels(self.labelnames, k), v) for k, v in items]
-
-
-class Gauge(Family):
+class Gauge(_Valued):
     """A value that goes up and down, per label set."""
 
     kind = "gauge"
-
-    def __init__(self, name: str, help: str, labelnames: Sequence[str] = ()) -> None:
-        super().__init__(name, help, labelnames)
-        self._values: dict[Labels, float] = {} if labelnames else {(): 0.0}
 
     def set(self, value: float, labels: Labels = ()) -> None:
         """Set the value of labels."""
         with self._lock:
             self._values[labels] = value
-
-    def value(self, labels: Labels = ()) -> float:
-        """The current value of labels."""
-        return self._values.get(labels, 0.0)
-
-    def samples(self) -> Iterable[tuple[str, str, float]]:
-        with self._lock:
-            items = sorted(self._values.items())
-        return [(self.name, _labels(self.labelnames, k), v) for k, v in items]
 
 
 class Histogram(Family):
