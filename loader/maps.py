@@ -391,22 +391,11 @@ class DatapathMaps:
             nets = {socket.ntohl(a) >> 16 for a in be32} | _nets16([], cidrs)
         else:
             nets = _nets16(addresses, cidrs)
-        service = [0] * FOREIGN_WORDS
-        for net16 in nets:
-            service[net16 >> 6] |= 1 << (net16 & 63)
-        every = (1 << 64) - 1
-        self.foreign.put_many([(ct.c_uint32(w), ForeignWord(bits=every & ~service[w])) for w in range(FOREIGN_WORDS)])
+        _set_all_bits_but(self.foreign, FOREIGN_WORDS, nets)
 
     def mark_service_addresses(self, addresses: Iterable[str]) -> None:
         """Clear the foreign bit of each address's /16: call before writing their address entries."""
-        words: dict[int, int] = {}
-        for net16 in _nets16(addresses, []):
-            words[net16 >> 6] = words.get(net16 >> 6, 0) | 1 << (net16 & 63)
-        for w, bits in sorted(words.items()):
-            key = ct.c_uint32(w)
-            cur = self.foreign.get(key)
-            if cur is not None and cur.bits & bits:
-                self.foreign.put(key, ForeignWord(bits=cur.bits & ~bits))
+        _clear_bits(self.foreign, _nets16(addresses, []))
 
     def reset_foreign(self) -> None:
         """Forget every foreign prefix and quiet port (all zero): every packet takes the full path."""
@@ -427,23 +416,11 @@ class DatapathMaps:
         ct_key, ct_fields = packer(CtKey)
         sport, direction = ct_fields.index("sport"), ct_fields.index("dir")
         used |= {socket.ntohs(k[sport]) for k in ct_key.iter_unpack(raw) if k[direction] == CT_DIR_REPLY}
-        words = [0] * QUIET_PORT_WORDS
-        for port in used:
-            words[port >> 6] |= 1 << (port & 63)
-        every = (1 << 64) - 1
-        self.quietport.put_many([(ct.c_uint32(w), ForeignWord(bits=every & ~words[w]))
-                                 for w in range(QUIET_PORT_WORDS)])
+        _set_all_bits_but(self.quietport, QUIET_PORT_WORDS, used)
 
     def mark_backend_ports(self, ports: Iterable[int]) -> None:
         """Clear the quiet bit of each port: call before writing backends on them."""
-        words: dict[int, int] = {}
-        for port in ports:
-            words[port >> 6] = words.get(port >> 6, 0) | 1 << (port & 63)
-        for w, bits in sorted(words.items()):
-            key = ct.c_uint32(w)
-            cur = self.quietport.get(key)
-            if cur is not None and cur.bits & bits:
-                self.quietport.put(key, ForeignWord(bits=cur.bits & ~bits))
+        _clear_bits(self.quietport, ports)
 
     def close(self) -> None:
         """Close every fd."""
@@ -475,6 +452,30 @@ def parse_service_cidrs(cidrs: Sequence[str]) -> set[ipaddress.IPv4Network]:
     if len(nets) > SVC_CIDR_MAX:
         raise ValueError(f"service CIDRs {sorted(map(str, nets))}: {len(nets)} given, at most {SVC_CIDR_MAX}")
     return nets
+
+
+def _bit_words(positions: Iterable[int]) -> dict[int, int]:
+    """Bit positions grouped into 64-bit words: word index -> bits."""
+    words: dict[int, int] = {}
+    for pos in positions:
+        words[pos >> 6] = words.get(pos >> 6, 0) | 1 << (pos & 63)
+    return words
+
+
+def _set_all_bits_but(bitmap: Map[ct.c_uint32, ForeignWord], nwords: int, positions: Iterable[int]) -> None:
+    """Rewrite a bitmap of nwords words: every bit set except those at positions."""
+    clear = _bit_words(positions)
+    every = (1 << 64) - 1
+    bitmap.put_many([(ct.c_uint32(w), ForeignWord(bits=every & ~clear.get(w, 0))) for w in range(nwords)])
+
+
+def _clear_bits(bitmap: Map[ct.c_uint32, ForeignWord], positions: Iterable[int]) -> None:
+    """Clear the bits at positions, writing only the words that change."""
+    for w, bits in sorted(_bit_words(positions).items()):
+        key = ct.c_uint32(w)
+        cur = bitmap.get(key)
+        if cur is not None and cur.bits & bits:
+            bitmap.put(key, ForeignWord(bits=cur.bits & ~bits))
 
 
 def _nets16(addresses: Iterable[str], cidrs: Iterable[str]) -> set[int]:
