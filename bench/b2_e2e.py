@@ -44,6 +44,7 @@ from common import (
     median,
     service_ip,
     sizes_need,
+    timed_load,
 )
 from rules import iptables_restore, nft_ruleset
 from workload import NODE_NAME, backend_ips, bench_services, write_source
@@ -176,7 +177,7 @@ class IptablesRules(Contender):
 
     def program(self, services: int) -> float | None:
         text = iptables_restore(bench_services(services), CLUSTER_CIDR)
-        return _load(["iptables-restore"], text, self.topo.node)
+        return timed_load(["iptables-restore"], self.topo.node, text, timeout=PROGRAM_TIMEOUT)
 
 
 class NftRules(Contender):
@@ -188,7 +189,7 @@ class NftRules(Contender):
         text = nft_ruleset(bench_services(services), CLUSTER_CIDR)
         path = self.workdir / f"{self.topo.rid}.nft"
         path.write_text(text)
-        return _load(["nft", "-f", str(path)], "", self.topo.node)
+        return timed_load(["nft", "-f", str(path)], self.topo.node, timeout=PROGRAM_TIMEOUT)
 
 
 class Bpfproxy(Contender):
@@ -265,15 +266,6 @@ class Bpfproxy(Contender):
     def stop(self) -> None:
         if self.proc:
             end_process(self.proc, timeout=10)
-
-
-def _load(argv: list[str], stdin: str, ns: str) -> float:
-    started = time.monotonic()
-    proc = subprocess.run([*netns.ns_prefix(ns), *argv], input=stdin, capture_output=True, text=True,
-                          timeout=PROGRAM_TIMEOUT, check=False)  # fmt: skip
-    if proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(argv)} failed in {ns}: {proc.stderr.strip()[:2000]}")
-    return time.monotonic() - started
 
 
 CONTENDERS: dict[str, type[Contender]] = {"bpfproxy": Bpfproxy, "iptables": IptablesRules, "nftables": NftRules,

@@ -51,7 +51,19 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from common import BACKEND_PORT, BENCH_DIR, C_TOOLS, CLEANUP, CLUSTER_CIDR, Row, build_tool, log, median, percentile
+from common import (
+    BACKEND_PORT,
+    BENCH_DIR,
+    C_TOOLS,
+    CLEANUP,
+    CLUSTER_CIDR,
+    Row,
+    build_tool,
+    log,
+    median,
+    percentile,
+    timed_load,
+)
 from rules import NFT_TABLE, iptables_restore, nft_endpoint_chain, nft_ruleset, nft_service_chain, sep_chain, svc_chain
 from workload import NODE_NAME, BenchService, bench_services, objects
 
@@ -485,17 +497,9 @@ def nft_partial(services: Sequence[BenchService], old: BenchService) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _load(argv: list[str], ns: str, stdin: str = "") -> float:
-    started = time.monotonic()
-    proc = subprocess.run([*netns.ns_prefix(ns), *argv], input=stdin, capture_output=True, text=True,
-                          timeout=RULES_TIMEOUT, check=False)  # fmt: skip
-    if proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(argv)} failed in {ns}: {proc.stderr.strip()[:2000]}")
-    return time.monotonic() - started
-
-
 def rule_loads(n: int, repeats: int, workdir: Path) -> list[Row]:
     """iptables and nftables at n services: cold load, one change (full and partial); rows."""
+    load = partial(timed_load, timeout=RULES_TIMEOUT)
     rows: list[Row] = []
     eps = n * 10
     base = services_with(n)
@@ -512,16 +516,16 @@ def rule_loads(n: int, repeats: int, workdir: Path) -> list[Row]:
         CLEANUP.push(f"delete {ns}", partial(netns.delete, ns))
         try:
             if contender == "iptables":
-                cold = _load(["iptables-restore"], ns, iptables_restore(base, CLUSTER_CIDR))
+                cold = load(["iptables-restore"], ns, iptables_restore(base, CLUSTER_CIDR))
                 log(f"b3 iptables-restore services={n} seconds={cold:.2f}")
                 full, part = [], []
                 prev = base
                 for _ in range(repeats):
                     prev = variants[0] if prev is not variants[0] else variants[1]
-                    full.append(_load(["iptables-restore"], ns, iptables_restore(prev, CLUSTER_CIDR)))
+                    full.append(load(["iptables-restore"], ns, iptables_restore(prev, CLUSTER_CIDR)))
                 for _ in range(repeats):
                     cur = variants[0] if prev is not variants[0] else variants[1]
-                    part.append(_load(["iptables-restore", "--noflush"], ns, iptables_partial(cur, prev[0])))
+                    part.append(load(["iptables-restore", "--noflush"], ns, iptables_partial(cur, prev[0])))
                     prev = cur
                 emit(contender, "cold_start_s", [cold])
                 emit(contender, "change_full_ms", full, "ms")
@@ -529,14 +533,14 @@ def rule_loads(n: int, repeats: int, workdir: Path) -> list[Row]:
             else:
                 path = workdir / f"{ns}.nft"
                 path.write_text(nft_ruleset(base, CLUSTER_CIDR))
-                cold = _load(["nft", "-f", str(path)], ns)
+                cold = load(["nft", "-f", str(path)], ns)
                 log(f"b3 nft -f services={n} seconds={cold:.2f}")
                 part = []
                 prev = base
                 for _ in range(repeats):
                     cur = variants[0] if prev is not variants[0] else variants[1]
                     path.write_text(nft_partial(cur, prev[0]))
-                    part.append(_load(["nft", "-f", str(path)], ns))
+                    part.append(load(["nft", "-f", str(path)], ns))
                     prev = cur
                 emit(contender, "cold_start_s", [cold])
                 emit(contender, "change_partial_ms", part, "ms")

@@ -3,7 +3,8 @@
 Place in the data flow: beside the benchmarks. Each benchmark script (b1_packet, b2_e2e,
 b4_memory, and later b3) returns a list of `Row`s; `run.py` writes them to
 bench/results/<date>-<benchmark>.json, plots them and rewrites the results section of
-bench/README.md. Nothing here touches the network.
+bench/README.md. Nothing here touches the network, except `timed_load`, which runs a rule loader
+inside a namespace its caller made.
 """
 
 from __future__ import annotations
@@ -241,3 +242,15 @@ def end_process(proc: subprocess.Popen[Any], timeout: float = 5.0) -> None:
 def log(msg: str) -> None:
     """Progress line on stderr (stdout carries the tables)."""
     print(f"{time.strftime('%H:%M:%S')} bench: {msg}", file=sys.stderr, flush=True)
+
+
+def timed_load(argv: list[str], ns: str, stdin: str = "", *, timeout: float) -> float:
+    """Seconds a rule loader (iptables-restore, nft -f) takes inside network namespace ns; raises on failure."""
+    from bpfproxy.lab import netns
+
+    started = time.monotonic()
+    proc = subprocess.run([*netns.ns_prefix(ns), *argv], input=stdin, capture_output=True, text=True,
+                          timeout=timeout, check=False)  # fmt: skip
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv)} failed in {ns}: {proc.stderr.strip()[:2000]}")
+    return time.monotonic() - started
