@@ -17,7 +17,7 @@ import struct
 from collections.abc import Callable
 from itertools import groupby
 from operator import attrgetter, itemgetter
-from typing import Any
+from typing import Any, TypeVar
 
 from bpfproxy.controller.diff import WritePlan
 from bpfproxy.controller.plan import BackendEntry, DatapathState, FrontendEntry, FrontendKey
@@ -26,6 +26,10 @@ from bpfproxy.loader.maps import DatapathMaps, packer
 from bpfproxy.loader.structs import SVC_F_ADDR, SVC_NAME_LEN, AffinityKey, Backend, SvcKey, SvcName, SvcVal
 
 log = logging.getLogger(__name__)
+
+#: key and value of a _memo cache
+K = TypeVar("K")
+V = TypeVar("V")
 
 
 def ip_to_be32(addr: str) -> int:
@@ -110,7 +114,7 @@ class MapsWriter:
                 masters[(addr, port, proto, scope)] = val
             else:
                 slots.setdefault((addr, port, proto, scope), {})[slot] = val[0]
-        ip_of = _ip_cache()
+        ip_of = _memo(be32_to_ip)
         extra_addresses = {ip_of(a) for a in addresses_be32}
         kraw_be, vraw_be = m.backend.read_raw()
         be_ids = memoryview(kraw_be).cast("I").tolist()
@@ -166,7 +170,7 @@ class MapsWriter:
             per_elem = ((ct.sizeof(m.svcstat.value_type) + 7) & ~7) * bpfsys.possible_cpus()
             m.svcstat.put_raw(b"".join([_U32.pack(i) for i in wp.stat_resets]), bytes(per_elem * len(wp.stat_resets)),
                               value_size=per_elem)
-        be32 = _aton_cache()
+        be32 = _memo(socket.inet_aton)
         htons = socket.htons
         u32, svc_key_, svc_val, backend = _U32.pack, _SVC_KEY_W.pack, _SVC_VAL.pack, _BACKEND_W.pack
         if wp.backend_puts:
@@ -218,28 +222,14 @@ def _fkey(raw: tuple[int, int, int, int], ip_of: Callable[[int], str]) -> Fronte
     return FrontendKey(ip_of(addr), socket.ntohs(port), proto, scope)
 
 
-def _aton_cache() -> Callable[[str], bytes]:
-    """socket.inet_aton remembering its answers (frontend addresses recur in an apply)."""
-    seen: dict[str, bytes] = {}
-    aton = socket.inet_aton
+def _memo(fn: Callable[[K], V]) -> Callable[[K], V]:
+    """fn remembering its answers for the length of one read or apply (addresses recur there)."""
+    seen: dict[K, V] = {}
 
-    def be32(addr: str) -> bytes:
-        value = seen.get(addr)
+    def get(key: K) -> V:
+        value = seen.get(key)
         if value is None:
-            value = seen[addr] = aton(addr)
+            value = seen[key] = fn(key)
         return value
 
-    return be32
-
-
-def _ip_cache() -> Callable[[int], str]:
-    """be32_to_ip remembering its answers."""
-    seen: dict[int, str] = {}
-
-    def ip(value: int) -> str:
-        text = seen.get(value)
-        if text is None:
-            text = seen[value] = be32_to_ip(value)
-        return text
-
-    return ip
+    return get
