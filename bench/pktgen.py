@@ -11,6 +11,8 @@ import socket
 import struct
 from collections.abc import Iterable, Iterator
 
+from bpfproxy.loader.testrun import inet_checksum
+
 #: TCP flag bits
 SYN, RST, ACK = 0x02, 0x04, 0x10
 #: source and destination MAC of every frame (the programs do not look at them)
@@ -18,24 +20,15 @@ SRC_MAC = bytes.fromhex("020000000001")
 DST_MAC = bytes.fromhex("020000000002")
 
 
-def _csum(data: bytes) -> int:
-    if len(data) % 2:
-        data += b"\0"
-    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    while total >> 16:
-        total = (total & 0xFFFF) + (total >> 16)
-    return int(~total & 0xFFFF)
-
-
 def tcp_frame(saddr: str, daddr: str, sport: int, dport: int, flags: int, payload: bytes = b"") -> bytes:
     """An Ethernet frame carrying an IPv4 TCP segment with valid IP and TCP checksums."""
     src, dst = socket.inet_aton(saddr), socket.inet_aton(daddr)
     tcp = struct.pack("!HHIIBBHHH", sport, dport, 1000, 2000 if flags & ACK else 0, 5 << 4, flags, 64240, 0, 0)
     pseudo = src + dst + struct.pack("!BBH", 0, socket.IPPROTO_TCP, len(tcp) + len(payload))
-    tcp = tcp[:16] + struct.pack("!H", _csum(pseudo + tcp + payload)) + tcp[18:]
+    tcp = tcp[:16] + struct.pack("!H", inet_checksum(pseudo + tcp + payload)) + tcp[18:]
     total = 20 + len(tcp) + len(payload)
     ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, total, 1, 0x4000, 64, socket.IPPROTO_TCP, 0, src, dst)
-    ip = ip[:10] + struct.pack("!H", _csum(ip)) + ip[12:]
+    ip = ip[:10] + struct.pack("!H", inet_checksum(ip)) + ip[12:]
     return DST_MAC + SRC_MAC + b"\x08\x00" + ip + tcp + payload
 
 

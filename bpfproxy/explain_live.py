@@ -17,7 +17,6 @@ service's packet/byte counters.
 
 from __future__ import annotations
 
-import ctypes as ct
 import os
 import random
 import socket
@@ -25,12 +24,14 @@ import struct
 from dataclasses import dataclass
 from typing import Any
 
+from bpfproxy.controller.sync import ip_to_be32
+from bpfproxy.inspect import verdicts
 from bpfproxy.loader import bpfsys
 from bpfproxy.loader.attach import list_attached
 from bpfproxy.loader.build import PROG_FROM_POD
 from bpfproxy.loader.maps import DatapathMaps
-from bpfproxy.loader.structs import CT_DIR_FWD, CT_DIR_REPLY, AffinityKey, AffinityVal, CtKey, Verdict
-from bpfproxy.loader.testrun import TcAction, run_tc
+from bpfproxy.loader.structs import CT_DIR_FWD, CT_DIR_REPLY, AffinityKey, AffinityVal, CtKey
+from bpfproxy.loader.testrun import TcAction, inet_checksum, run_tc
 
 #: IP protocol numbers of the protocols a live packet can carry
 LIVE_PROTOS = {"tcp": 6, "udp": 17, "sctp": 132}
@@ -74,15 +75,6 @@ class LiveResult:
         return "\n".join(lines)
 
 
-def _csum(data: bytes) -> int:
-    if len(data) % 2:
-        data += b"\0"
-    total = int(sum(struct.unpack(f"!{len(data) // 2}H", data)))
-    while total >> 16:
-        total = (total & 0xFFFF) + (total >> 16)
-    return ~total & 0xFFFF
-
-
 def build_packet(src: str, dst: str, sport: int, dport: int, proto: str) -> bytes:
     """An Ethernet/IPv4 frame src:sport -> dst:dport: TCP SYN, UDP (8-byte payload) or SCTP common header."""
     number = LIVE_PROTOS[proto]
@@ -96,24 +88,12 @@ def build_packet(src: str, dst: str, sport: int, dport: int, proto: str) -> byte
         l4 = struct.pack("!HHII", sport, dport, 0, 0)
     if number in (6, 17):
         pseudo = saddr + daddr + struct.pack("!BBH", 0, number, len(l4))
-        csum = _csum(pseudo + l4)
+        csum = inet_checksum(pseudo + l4)
         offset = 16 if number == 6 else 6
         l4 = l4[:offset] + struct.pack("!H", csum or 0xFFFF) + l4[offset + 2:]
     ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(l4), 0x4242, 0x4000, 64, number, 0, saddr, daddr)
-    ip = ip[:10] + struct.pack("!H", _csum(ip)) + ip[12:]
+    ip = ip[:10] + struct.pack("!H", inet_checksum(ip)) + ip[12:]
     return DST_MAC + SRC_MAC + b"\x08\x00" + ip + l4
-
-
-def _n32(addr: str) -> int:
-    return int(struct.unpack("=I", socket.inet_aton(addr))[0])
-
-
-def _n16(port: int) -> int:
-    return int(struct.unpack("=H", struct.pack("!H", port))[0])
-
-
-def _verdict_counts(maps: DatapathMaps) -> dict[str, int]:
-    return {v.name.lower(): sum(c.packets for c in maps.verdict.get_percpu(ct.c_uint32(v.value))) for v in Verdict}
 
 
 def _attached_program(ifname: str | None) -> tuple[int, str]:
@@ -155,26 +135,27 @@ def run_live(pin_dir: str, src: str, dst: str, port: int, proto: str, *, ifname:
 
 def _run(maps: DatapathMaps, prog_fd: int, label: str, src: str, dst: str, port: int, proto: str) -> LiveResult:
     number = LIVE_PROTOS[proto]
-    client = _n32(src)
+    client = ip_to_be32(src)
     for _ in range(64):
         sport = random.randint(32768, 60999)
-        fwd = CtKey(saddr=client, daddr=_n32(dst), sport=_n16(sport), dport=_n16(port), proto=number, dir=CT_DIR_FWD)
+        fwd = CtKey(saddr=client, daddr=ip_to_be32(dst), sport=socket.htons(sport), dport=socket.htons(port),
+                    proto=number, dir=CT_DIR_FWD)  # fmt: skip
         if maps.ct.get(fwd) is None:
             break
     else:
         raise LiveError("no free source port without a conntrack entry")
     affinity_before = {int(k.svc_id): bytes(v) for k, v in maps.affinity.items() if k.client == client}
-    counts_before = _verdict_counts(maps)
+    counts_before = verdicts(maps)
 
     run = run_tc(prog_fd, build_packet(src, dst, sport, port, proto))
 
-    counts_after = _verdict_counts(maps)
+    counts_after = verdicts(maps)
     moved = [name for name, n in counts_after.items() if n != counts_before.get(name, 0)]
     reason = moved[0] if len(moved) == 1 else ""
     cleaned: list[str] = []
     entry = maps.ct.get(fwd)
     if entry is not None:
-        reply = CtKey(saddr=entry.nat_addr, daddr=client, sport=entry.nat_port, dport=_n16(sport), proto=number,
+        reply = CtKey(saddr=entry.nat_addr, daddr=client, sport=entry.nat_port, dport=socket.htons(sport), proto=number,
                       dir=CT_DIR_REPLY)
         if maps.ct.delete(reply):
             cleaned.append("conntrack reply entry")

@@ -9,6 +9,7 @@ redirect only sets the return value).
 from __future__ import annotations
 
 import ctypes as ct
+import struct
 from dataclasses import dataclass
 from enum import IntEnum
 
@@ -89,3 +90,13 @@ def run_tc(prog_fd: int, packet: bytes, *, ctx: SkBuff | None = None, repeat: in
     out_size = max(4096, len(packet) + 256)
     retval, out, duration = bpfsys.test_run(prog_fd, packet, ctx=ctx, repeat=repeat, out_size=out_size)
     return TcRun(action=retval, packet=out, duration_ns=duration, ctx=ctx)
+
+
+def inet_checksum(data: bytes) -> int:
+    """The Internet checksum (RFC 1071) of data, for building the packets fed to run_tc."""
+    if len(data) % 2:
+        data += b"\0"
+    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return int(~total & 0xFFFF)
