@@ -1,7 +1,9 @@
 """The node agent: source -> proxier (trackers, runner, translate, plan, diff, sync) -> pinned maps; devices -> tc.
 
 Place in the data flow: the wiring. The source is a YAML file/directory (FileSource) or the
-Kubernetes API (KubeSource: list + watch). It compiles and loads the datapath (reusing pinned maps),
+Kubernetes API (KubeSource: list + watch). The datapath compile runs in a child process from the
+start (the CLI starts it before importing this module) while the source lists and the proxier
+writes the maps, which are pinned before bcc runs (reused when already pinned); then the agent
 attaches the programs to every pod device as they come and go, and runs the source and the
 proxier until SIGTERM or SIGINT. On exit it leaves the programs and maps in place, so traffic
 keeps flowing while no agent runs and a restarted agent rewrites only what changed.
@@ -16,17 +18,16 @@ import time
 from dataclasses import dataclass, field
 from types import FrameType
 
-from bpfproxy.controller.diff import WritePlan
 from bpfproxy.controller.health import ProxierHealth, serve_endpoints
-from bpfproxy.controller.metrics import ProxierMetrics, svcstat_reader
-from bpfproxy.controller.plan import DatapathState, Limits
+from bpfproxy.controller.metrics import HttpServer, ProxierMetrics, svcstat_reader
+from bpfproxy.controller.plan import Limits
 from bpfproxy.controller.proxier import Proxier, tune_gc
 from bpfproxy.controller.source_file import FileSource
 from bpfproxy.controller.source_kube import KubeSource, new_api_client
 from bpfproxy.controller.sync import MapsWriter
 from bpfproxy.controller.translate import NodeConfig
 from bpfproxy.loader.attach import Attacher
-from bpfproxy.loader.build import DatapathSettings, load_datapath
+from bpfproxy.loader.build import DatapathSettings, PendingDatapath, start_compile
 from bpfproxy.loader.devices import DeviceWatcher
 from bpfproxy.loader.maps import DatapathMaps
 
@@ -71,8 +72,21 @@ class AgentConfig:
     """HOST:PORT of /healthz and /livez ("" = no health server)"""
 
 
-def run_agent(config: AgentConfig) -> int:
-    """Run until SIGTERM/SIGINT; returns the exit status. The datapath stays in place."""
+def run_agent(config: AgentConfig, compiling: PendingDatapath | None = None) -> int:
+    """Run until SIGTERM/SIGINT; returns the exit status. The datapath stays in place.
+
+    compiling: the datapath compile the caller already started (start_compile with config's pin dir
+    and settings; the CLI starts it before importing this module), else it starts here.
+    """
+    if compiling is None:
+        compiling = start_compile(config.pin_dir, config.settings)
+    try:
+        return _run(config, compiling)
+    finally:
+        compiling.cancel()  # a no-op once the programs were received
+
+
+def _run(config: AgentConfig, compiling: PendingDatapath) -> int:
     stop = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
@@ -100,10 +114,18 @@ def run_agent(config: AgentConfig) -> int:
         service_cidrs=config.service_cidrs,
         nodeport_addresses=config.nodeport_addresses,
     )
+    # start_compile pinned every map before bcc began: the proxier writes them while it compiles
+    maps = DatapathMaps(config.pin_dir, settings.size_defines())
+    try:
+        maps.set_service_cidrs(config.service_cidrs)
+    except ValueError as e:
+        log.error("bad --service-cidr: %s", e)
+        maps.close()
+        return 1
     tune_gc()
     metrics, health = ProxierMetrics(), ProxierHealth(2 * config.full_sync_period)
     proxier = Proxier(
-        _NotLoaded(),
+        MapsWriter(maps),
         node=node,
         limits=limits,
         min_sync_period=config.min_sync_period,
@@ -111,6 +133,7 @@ def run_agent(config: AgentConfig) -> int:
         metrics=metrics,
         health=health,
     )
+    metrics.add_frontend_stats(lambda: proxier.frontend_stats(svcstat_reader(maps)))
     source: FileSource | KubeSource
     if api_client is not None:
         source = KubeSource(
@@ -120,65 +143,50 @@ def run_agent(config: AgentConfig) -> int:
     else:
         source = FileSource(config.source_path, proxier)
         source_text = f"file:{config.source_path}"
-    # the source lists and parses while the datapath compiles in its child process (~1 s each): events
-    # only fill the trackers; the proxier thread, the only writer, starts once the maps are loaded
-    source_thread = threading.Thread(target=source.run, args=(stop,), name="source", daemon=True)
-    source_thread.start()
-    try:
-        datapath = load_datapath(config.pin_dir, settings)
-    except BaseException:
-        stop.set()
-        raise
-    maps = DatapathMaps(config.pin_dir, settings.size_defines())
-    try:
-        maps.set_service_cidrs(config.service_cidrs)
-    except ValueError as e:
-        log.error("bad --service-cidr: %s", e)
-        stop.set()
-        maps.close()
-        return 1
-    proxier.writer = MapsWriter(maps)
-    metrics.add_frontend_stats(lambda: proxier.frontend_stats(svcstat_reader(maps)))
+    # the source lists and the proxier writes the maps while bcc compiles in its child process (~1.2 s
+    # each): only attaching to devices waits for the programs
+    threads = [
+        threading.Thread(target=source.run, args=(stop,), name="source", daemon=True),
+        threading.Thread(target=proxier.run, args=(stop,), name="proxier", daemon=True),
+    ]
+    for t in threads:
+        t.start()
     servers = serve_endpoints(metrics=metrics, health=health, metrics_bind=config.metrics_bind_address,
                               healthz_bind=config.healthz_bind_address)
+    try:
+        datapath = compiling.result()
+    except BaseException:
+        _stop(stop, threads, servers, maps)
+        raise
     attacher = Attacher(datapath.prog_fds)
     watcher = DeviceWatcher(
         list(config.pod_devices),
         on_add=lambda ifname, ifindex: _attach(attacher, ifname),
         on_remove=lambda ifname, ifindex: attacher.forget(ifname),
     )
-    threads = [
-        source_thread,
-        threading.Thread(target=watcher.run, args=(stop,), name="devices", daemon=True),
-        threading.Thread(target=proxier.run, args=(stop,), name="proxier", daemon=True),
-    ]
-    for t in threads[1:]:
-        t.start()
+    threads.append(threading.Thread(target=watcher.run, args=(stop,), name="devices", daemon=True))
+    threads[-1].start()
     log.info(
         "agent started pin_dir=%s pod_devices=%s source=%s compile_seconds=%.2f",
         config.pin_dir, ",".join(config.pod_devices), source_text, datapath.compile_seconds,
     )  # fmt: skip
     _announce_ready(proxier, watcher, stop)
     stop.wait()
+    _stop(stop, threads, servers, maps)
+    log.info("agent stopped: programs and maps left in place pin_dir=%s", config.pin_dir)
+    return 0
+
+
+def _stop(
+    stop: threading.Event, threads: list[threading.Thread], servers: list[HttpServer], maps: DatapathMaps
+) -> None:
+    """End the threads and servers, close the maps (the datapath itself stays)."""
+    stop.set()
     for t in threads:
         t.join(timeout=5)
     for server in servers:
         server.close()
     maps.close()
-    log.info("agent stopped: programs and maps left in place pin_dir=%s", config.pin_dir)
-    return 0
-
-
-class _NotLoaded:
-    """The proxier's writer until the datapath is loaded (its thread, the only caller, starts after)."""
-
-    def read_applied(self) -> DatapathState:
-        """Never called: the proxier thread starts with the real writer."""
-        raise RuntimeError("datapath not loaded yet")
-
-    def apply(self, plan: WritePlan) -> None:
-        """Never called: the proxier thread starts with the real writer."""
-        raise RuntimeError("datapath not loaded yet")
 
 
 def _attach(attacher: Attacher, ifname: str) -> None:

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bpfproxy.loader import bpfsys
+from bpfproxy.loader.mapcreate import create_missing
 from bpfproxy.loader.maps import ALL_MAPS, check_shape
 from bpfproxy.loader.structs import BPF_DIR
 
@@ -165,6 +166,16 @@ def load_datapath(pin_dir: str, settings: DatapathSettings | None = None, *, in_
     cached = _loaded.get((pin_dir, settings))
     if cached is not None and (cached.bpf is not None or not in_process):
         return cached
+    if not in_process:
+        return start_compile(pin_dir, settings).result()
+    _prepare(pin_dir, settings)
+    bpf, fds, elapsed = compile_in_process(pin_dir, settings)
+    return _loaded_now(Datapath(bpf, fds, pin_dir, settings, elapsed, table_layouts(bpf)), "process")
+
+
+def _prepare(pin_dir: str, settings: DatapathSettings) -> None:
+    """What must hold before bcc runs: kernel headers, bpffs mounted, pinned maps of the right shape,
+    and every map pinned (created here when missing, so that they can be written while bcc compiles)."""
     if not os.path.isdir(kernel_headers_dir()):
         raise DatapathBuildError(
             f"no kernel headers at {kernel_headers_dir()}: run 'make setup' (it links Debian's "
@@ -172,16 +183,30 @@ def load_datapath(pin_dir: str, settings: DatapathSettings | None = None, *, in_
         )
     ensure_bpffs(pin_dir)
     check_pinned_shapes(pin_dir, settings)
-    if in_process:
-        bpf, fds, elapsed = compile_in_process(pin_dir, settings)
-        dp = Datapath(bpf, fds, pin_dir, settings, elapsed, table_layouts(bpf))
-    else:
-        dp = _compile_in_child(pin_dir, settings)
+    made = create_missing(pin_dir, settings.size_defines())
+    if made:
+        log.info("maps created pin_dir=%s maps=%s", pin_dir, ",".join(made))
+
+
+def _loaded_now(dp: Datapath, where: str) -> Datapath:
+    """Check the compiled layouts, log, and remember dp as this process's datapath for its pin dir."""
     check_layouts(dp.layouts)
     log.info("datapath compiled seconds=%.2f pin_dir=%s where=%s compiler_peak_rss_mib=%.0f", dp.compile_seconds,
-             pin_dir, "process" if in_process else "child", dp.compiler_peak_rss_kib / 1024)
-    _loaded[(pin_dir, settings)] = dp
+             dp.pin_dir, where, dp.compiler_peak_rss_kib / 1024)
+    _loaded[(dp.pin_dir, dp.settings)] = dp
     return dp
+
+
+def start_compile(pin_dir: str, settings: DatapathSettings | None = None) -> PendingDatapath:
+    """Check what the build needs, then start the compile child and return at once: the caller does
+    other work (imports, listing the source) while bcc runs, and calls result() when it needs the
+    programs. The agent starts it first thing, so the compile is off its critical path."""
+    settings = settings or DatapathSettings()
+    cached = _loaded.get((pin_dir, settings))
+    if cached is not None:
+        return PendingDatapath(pin_dir, settings, done=cached)
+    _prepare(pin_dir, settings)
+    return PendingDatapath(pin_dir, settings)
 
 
 def compile_in_process(pin_dir: str, settings: DatapathSettings) -> tuple[Any, dict[str, int], float]:
@@ -197,47 +222,83 @@ def compile_in_process(pin_dir: str, settings: DatapathSettings) -> tuple[Any, d
     return bpf, {n: int(f.fd) for n, f in fns.items()}, time.monotonic() - started
 
 
-def _compile_in_child(pin_dir: str, settings: DatapathSettings) -> Datapath:
-    """Run loader.compile_child and receive the program fds it sends (SCM_RIGHTS)."""
-    from bpfproxy.loader.compile_child import KEY_PROGRAMS, settings_to_json
+class PendingDatapath:
+    """A compile running in loader.compile_child; result() waits for its program fds (SCM_RIGHTS)."""
 
-    request = json.dumps({"pin_dir": pin_dir, "settings": settings_to_json(settings)})
-    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    with ours, tempfile.TemporaryFile() as errors:
+    def __init__(self, pin_dir: str, settings: DatapathSettings, *, done: Datapath | None = None) -> None:
+        self.pin_dir = pin_dir
+        self.settings = settings
+        self._done = done
+        self._proc: subprocess.Popen[bytes] | None = None
+        if done is not None:
+            return
+        from bpfproxy.loader.compile_child import settings_to_json
+
+        request = json.dumps({"pin_dir": pin_dir, "settings": settings_to_json(settings)})
+        self._sock, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        self._errors = tempfile.TemporaryFile()  # noqa: SIM115 (closed by _receive or cancel)
         try:
-            proc = subprocess.Popen(
+            self._proc = subprocess.Popen(
                 [sys.executable, "-m", "bpfproxy.loader.compile_child", "--fd", str(theirs.fileno()),
                  "--request", request],
-                pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL, stdout=errors, stderr=errors,
+                pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL, stdout=self._errors, stderr=self._errors,
             )  # fmt: skip
+        except BaseException:
+            self._sock.close()
+            self._errors.close()
+            raise
         finally:
             theirs.close()
-        try:
-            ours.settimeout(COMPILE_TIMEOUT_S)
-            data, fds, flags, _ = socket.recv_fds(ours, 1 << 20, 8)
-        except OSError as e:
-            proc.kill()
-            raise DatapathBuildError(f"compile child pid={proc.pid} did not answer: {e}") from e
-        finally:
-            code = proc.wait()
-            errors.seek(0)
-            said = errors.read().decode(errors="replace").strip()
-        silent = {"error": f"compile child exited with code {code} without an answer"}
-        meta: dict[str, Any] = json.loads(data) if data else silent
-        if "error" in meta or flags & socket.MSG_CTRUNC or len(fds) != len(meta.get(KEY_PROGRAMS, ())):
-            for fd in fds:
-                os.close(fd)
-            reason = meta.get("error") or f"sent {len(fds)} fds for programs {meta.get(KEY_PROGRAMS)}"
-            tail = "\n".join(said.splitlines()[-30:])
-            raise DatapathBuildError(f"{reason}" + (f"\ncompiler output:\n{tail}" if tail else ""))
-    for line in said.splitlines()[-20:]:
-        log.info("compile child pid=%d said: %s", proc.pid, line)
-    layouts = {
-        name: (_layout_of_json(k), _layout_of_json(v)) for name, (k, v) in meta.get("layouts", {}).items()
-    }
-    prog_fds = dict(zip(meta[KEY_PROGRAMS], fds, strict=True))
-    return Datapath(None, prog_fds, pin_dir, settings, float(meta["compile_seconds"]), layouts,
-                    int(meta.get("peak_rss_kib", 0)))
+
+    def result(self) -> Datapath:
+        """The loaded programs (waits for the child); raises DatapathBuildError when it failed."""
+        if self._done is None:
+            self._done = _loaded_now(self._receive(), "child")
+        return self._done
+
+    def cancel(self) -> None:
+        """Stop the compile (the caller gave up before result()); no-op when it is done."""
+        if self._done is None and self._proc is not None:
+            self._proc.kill()
+            self._proc.wait()
+            self._sock.close()
+            self._errors.close()
+            self._proc = None
+
+    def _receive(self) -> Datapath:
+        from bpfproxy.loader.compile_child import KEY_PROGRAMS
+
+        proc = self._proc
+        if proc is None:
+            raise DatapathBuildError("the compile was cancelled")
+        with self._sock as ours, self._errors as errors:
+            try:
+                ours.settimeout(COMPILE_TIMEOUT_S)
+                data, fds, flags, _ = socket.recv_fds(ours, 1 << 20, 8)
+            except OSError as e:
+                proc.kill()
+                raise DatapathBuildError(f"compile child pid={proc.pid} did not answer: {e}") from e
+            finally:
+                code = proc.wait()
+                errors.seek(0)
+                said = errors.read().decode(errors="replace").strip()
+                self._proc = None
+            silent = {"error": f"compile child exited with code {code} without an answer"}
+            meta: dict[str, Any] = json.loads(data) if data else silent
+            if "error" in meta or flags & socket.MSG_CTRUNC or len(fds) != len(meta.get(KEY_PROGRAMS, ())):
+                for fd in fds:
+                    os.close(fd)
+                reason = meta.get("error") or f"sent {len(fds)} fds for programs {meta.get(KEY_PROGRAMS)}"
+                tail = "\n".join(said.splitlines()[-30:])
+                raise DatapathBuildError(f"{reason}" + (f"\ncompiler output:\n{tail}" if tail else ""))
+        for line in said.splitlines()[-20:]:
+            log.info("compile child pid=%d said: %s", proc.pid, line)
+        layouts = {
+            name: (_layout_of_json(k), _layout_of_json(v)) for name, (k, v) in meta.get("layouts", {}).items()
+        }
+        prog_fds = dict(zip(meta[KEY_PROGRAMS], fds, strict=True))
+        return Datapath(None, prog_fds, self.pin_dir, self.settings, float(meta["compile_seconds"]), layouts,
+                        int(meta.get("peak_rss_kib", 0)))
 
 
 def _layout_of_json(obj: Any) -> Layout:
