@@ -15,6 +15,9 @@ kubernetes pkg/proxy endpointslicecache.go (which endpoints a service port has) 
   ones, else local serving+terminating ones), their union, and whether the service has any
   usable endpoint anywhere.
 
+- `ready_endpoints()` is the shortcut of the common case: every endpoint of the port ready and
+  unhinted, so that under Cluster policies CategorizeEndpoints would select all of them.
+
 Hot path (every sync of a changed service, 100k endpoints at cold start): plain tuples and
 strings, no ipaddress objects.
 """
@@ -23,6 +26,7 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Iterable, Mapping
+from itertools import repeat
 from typing import Any, NamedTuple
 
 from bpfproxy.controller.model import COND_EFFECTIVE, EndpointSlice, ServicePort
@@ -106,6 +110,42 @@ def port_endpoints(
 
 def _sort_key(key: tuple[str, int]) -> tuple[bytes, int]:
     return socket.inet_aton(key[0]), key[1]
+
+
+#: conditions bytes whose endpoint is (effectively) ready: bytes.translate deletes them
+_READY_CONDS = bytes(b for b, (ready, _, _) in enumerate(COND_EFFECTIVE) if ready)
+
+
+def ready_endpoints(port: ServicePort, slices: Iterable[EndpointSlice]) -> list[tuple[str, int]] | None:
+    """(address, port) of every endpoint of one service port, unique and sorted by (address, port),
+    when every one is ready and none carries topology hints; None otherwise.
+
+    The common case at scale: then CategorizeEndpoints selects exactly these under a Cluster policy,
+    terminating and local flags do not matter, and the caller skips `port_endpoints()` + `categorize()`
+    (their EndpointInfo per endpoint). Same slice filter and port matching as `port_endpoints()`.
+    """
+    name, protocol = port.name, port.protocol
+    pairs: list[tuple[str, int]] = []
+    single: tuple[str, ...] | None = None
+    single_number = 0
+    parts = 0
+    for sl in slices:
+        if sl.address_type != "IPv4" or not sl.service_name:
+            continue
+        numbers = [p.port for p in sl.ports if p.name == name and p.protocol == protocol and p.port is not None]
+        if not numbers:
+            continue
+        if sl.hints or sl.conditions.translate(None, _READY_CONDS):
+            return None
+        parts += len(numbers)
+        if parts == 1:
+            single, single_number = sl.addresses, numbers[0]
+        for number in numbers:
+            pairs.extend(zip(sl.addresses, repeat(number)))
+    if single is not None and parts == 1 and len(set(single)) == len(single):
+        # one slice, one port, no duplicate address: sort the addresses alone (C-level key)
+        return list(zip(sorted(single, key=socket.inet_aton), repeat(single_number)))
+    return sorted(set(pairs), key=_sort_key)
 
 
 class Categorized(NamedTuple):

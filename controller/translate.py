@@ -12,6 +12,8 @@ Backends come from `topology` (kube-proxy's endpoint cache and CategorizeEndpoin
   externalTrafficPolicy set the same way.
 - No usable endpoint anywhere: no backends and `drop_no_ep` False (the datapath rejects).
   Endpoints exist but none for this policy: no backends and `drop_no_ep` True (it drops).
+- Cluster policies with every endpoint ready and unhinted (the common case at scale) take a
+  shortcut (`topology.ready_endpoints`): all endpoints are the backends, nothing is categorized.
 - Serving+terminating endpoints not selected stay as terminating backends (flows continue, no
   new ones), limited to this node's under a Local policy.
 - Headless and ExternalName services, services with a service-proxy-name label (another proxy's)
@@ -28,7 +30,7 @@ from dataclasses import dataclass, replace
 from typing import NamedTuple
 
 from bpfproxy.controller.model import EndpointSlice, Service, ServicePort
-from bpfproxy.controller.topology import Categorized, EndpointInfo, categorize, port_endpoints
+from bpfproxy.controller.topology import Categorized, EndpointInfo, categorize, port_endpoints, ready_endpoints
 from bpfproxy.loader.structs import SVC_SCOPE_EXT
 
 log = logging.getLogger(__name__)
@@ -174,10 +176,32 @@ def port_backends(
     svc: Service, port: ServicePort, slices: Iterable[EndpointSlice], node: NodeConfig
 ) -> PortEndpoints:
     """The backend sets of one service port on this node (CategorizeEndpoints over the endpoint cache)."""
-    eps = port_endpoints(port, slices, node.node_name)
     external_ok = externally_accessible(svc, port)
     itp_local = svc.internal_traffic_policy == "Local"
     etp_local = svc.external_traffic_policy == "Local" and external_ok
+    if not isinstance(slices, (list, tuple)):
+        slices = list(slices)  # read twice when the fast path declines
+    if not itp_local and not etp_local:
+        # Cluster policies: when every endpoint is ready and unhinted, all of them are the backends
+        ready = ready_endpoints(port, slices)
+        if ready is not None:
+            refs = tuple([BackendRef(addr, number, False) for addr, number in ready])
+            return PortEndpoints(internal=refs, external=refs if external_ok else (), cluster=refs,
+                                 has_any=bool(refs), internal_drop=False, external_drop=False, topology_mode="")
+    return _port_backends_general(svc, port, slices, node, external_ok, itp_local, etp_local)
+
+
+def _port_backends_general(
+    svc: Service,
+    port: ServicePort,
+    slices: Iterable[EndpointSlice],
+    node: NodeConfig,
+    external_ok: bool,
+    itp_local: bool,
+    etp_local: bool,
+) -> PortEndpoints:
+    """port_backends for any endpoints: the endpoint cache of the port, then CategorizeEndpoints."""
+    eps = port_endpoints(port, slices, node.node_name)
     cat: Categorized = categorize(
         eps,
         uses_cluster=not itp_local or external_ok,
