@@ -9,17 +9,26 @@ Our filter is identified by a fixed priority (tc "pref") and handle: re-attachin
 program of that filter in place (RTM_NEWTFILTER with NLM_F_REPLACE), so the hook is never left
 without a program; filters at other priorities or handles belong to somebody else and are never
 touched, and an existing clsact qdisc is reused, never replaced.
+
+Cost: `Attacher` keeps one netlink socket (pyroute2 IPRoute) for its whole life and takes the
+ifindex from its caller (the device watcher knows it), so a device costs three requests: create
+clsact (EEXIST on a device that has one: then one qdisc get checks that it really is a clsact), and
+one filter replace per hook. Nothing is dumped, so attaching stays O(1) per device however many
+devices the node has; the program id comes from the program fd (once per fd), not from the filter.
 """
 
 from __future__ import annotations
 
 import errno
 import logging
+import os
+import socket
 import struct
 import threading
 from collections.abc import Iterable, Mapping
 from typing import Any, Literal, NamedTuple
 
+from bpfproxy.loader import bpfsys
 from bpfproxy.loader.build import PROG_FROM_POD, PROG_TO_POD
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
@@ -95,35 +104,69 @@ class AttachedProgram(NamedTuple):
     """kernel id of the attached program"""
 
 
-def _ifindex(ipr: Any, ifname: str) -> int:
-    found = ipr.link_lookup(ifname=ifname)
-    if not found:
-        raise DeviceGone(f"device {ifname} not found in this network namespace")
-    return int(found[0])
+def _ifindex(ifname: str) -> int:
+    """The index of a device of the calling thread's netns (one ioctl, no link dump); DeviceGone when absent."""
+    try:
+        return socket.if_nametoindex(ifname)
+    except OSError as e:
+        raise DeviceGone(f"device {ifname} not found in this network namespace") from e
+
+
+def _index_exists(ifindex: int) -> bool:
+    """True when ifindex names a device of the calling thread's netns (one ioctl)."""
+    try:
+        socket.if_indextoname(ifindex)
+    except OSError:
+        return False
+    return True
 
 
 def _clsact_state(ipr: Any, ifindex: int) -> str | None:
-    """The kind of the qdisc in the ingress/clsact slot of a device ("clsact", "ingress") or None."""
-    for msg in ipr.get_qdiscs(index=ifindex):
-        if msg["index"] == ifindex and msg["parent"] == TC_H_CLSACT:
+    """The kind of the qdisc in the ingress/clsact slot of a device ("clsact", "ingress") or None.
+
+    One RTM_GETQDISC for that slot, not a dump of every qdisc of the namespace. The kernel answers
+    a qdisc get only to a request flagged NLM_F_ECHO, which pyroute2 sets while status["nlm_echo"]
+    is on; the previous setting is restored, so other requests on ipr are unaffected.
+    """
+    echo = ipr.status["nlm_echo"]
+    ipr.status["nlm_echo"] = True
+    try:
+        msgs = ipr.tc("get", index=ifindex, parent=TC_H_CLSACT)
+    except NetlinkError as e:
+        if e.code in (errno.ENOENT, errno.EINVAL):
+            return None  # no ingress queue on the device at all
+        raise
+    finally:
+        ipr.status["nlm_echo"] = echo
+    for msg in msgs:
+        if msg.get("event") == "RTM_NEWQDISC" and msg["index"] == ifindex and msg["parent"] == TC_H_CLSACT:
             return str(msg.get_attr("TCA_KIND"))
-    return None
+    return None  # only the acknowledgement: the slot holds the kernel's built-in placeholder
 
 
 def ensure_clsact(ipr: Any, ifindex: int) -> bool:
-    """Create the clsact qdisc of a device when absent (never replacing one); True when created."""
-    kind = _clsact_state(ipr, ifindex)
-    if kind == "clsact":
-        return False
-    if kind is not None:
-        raise AttachError(f"ifindex {ifindex} has an {kind} qdisc where clsact is needed; not replacing it")
-    try:
-        ipr.tc("add", "clsact", ifindex)
-    except NetlinkError as e:
-        if e.code == errno.EEXIST and _clsact_state(ipr, ifindex) == "clsact":
-            return False  # created concurrently by somebody else: use it
-        raise
-    return True
+    """Create the clsact qdisc of a device when absent (never replacing one); True when created.
+
+    The create request comes first (NLM_F_EXCL: it never replaces anything), so a new device costs
+    one request; only when the slot is taken (EEXIST) is its kind asked for: a clsact is used as it
+    is, anything else (an `ingress` qdisc) is an AttachError and stays untouched.
+    """
+    for _ in range(2):  # a second round only when the qdisc vanished between EEXIST and the get
+        try:
+            ipr.tc("add", "clsact", ifindex)
+        except NetlinkError as e:
+            if e.code != errno.EEXIST:
+                raise
+            kind = _clsact_state(ipr, ifindex)
+            if kind == "clsact":
+                return False
+            if kind is not None:
+                raise AttachError(
+                    f"ifindex {ifindex} has an {kind} qdisc where clsact is needed; not replacing it"
+                ) from e
+            continue
+        return True
+    raise AttachError(f"ifindex {ifindex}: the clsact slot is taken but reports no qdisc; not touching it")
 
 
 def _nla_u32(nla: Any) -> int | None:
@@ -167,40 +210,58 @@ def hook_filters(ipr: Any, ifindex: int, ifname: str, direction: Direction) -> l
 
 def filters(ifname: str, direction: Direction) -> list[TcFilter]:
     """Every filter on one clsact hook of a device (ours and foreign ones); [] without clsact."""
+    ifindex = _ifindex(ifname)
     with IPRoute() as ipr:
-        return hook_filters(ipr, _ifindex(ipr, ifname), ifname, direction)
+        return hook_filters(ipr, ifindex, ifname, direction)
 
 
-def attach(ifname: str, direction: Direction, *, prog_fd: int, name: str) -> AttachedProgram:
+def replace_filter(ipr: Any, ifindex: int, direction: Direction, *, prog_fd: int, name: str) -> None:
+    """Put prog_fd into our filter slot of one hook of ifindex through an open IPRoute (clsact must exist).
+
+    One RTM_NEWTFILTER with NLM_F_REPLACE|NLM_F_CREATE: creates our filter, or swaps the program of
+    the existing one in place (the hook is never without a program); other filters stay untouched.
+    """
+    ipr.tc(
+        "replace-filter",
+        "bpf",
+        ifindex,
+        TC_HANDLE,
+        prio=TC_PREF,
+        parent=HOOK_PARENT[direction],
+        fd=prog_fd,
+        name=name,
+        direct_action=True,
+    )
+
+
+def _attach_error(e: NetlinkError, ifname: str, ifindex: int, what: str) -> AttachError:
+    """DeviceGone when the device vanished (ENODEV, or its index is gone), else an AttachError."""
+    if e.code == errno.ENODEV or not _index_exists(ifindex):
+        return DeviceGone(f"device {ifname} (ifindex {ifindex}) vanished while attaching {what}")
+    return AttachError(f"attaching {what} to {ifname} (ifindex {ifindex}) failed: {e}")
+
+
+def attach(
+    ifname: str, direction: Direction, *, prog_fd: int, name: str, ifindex: int | None = None
+) -> AttachedProgram:
     """Put the program prog_fd into our filter slot of one hook, creating clsact when absent.
 
     Idempotent and atomic: an existing filter of ours is replaced in place (no moment without a
-    program); other filters and an existing qdisc are left as they are.
+    program); other filters and an existing qdisc are left as they are. A convenience that opens
+    its own netlink socket: the agent attaches through Attacher, which keeps one. ifindex, when
+    given, is used instead of looking ifname up.
     """
+    index = _ifindex(ifname) if ifindex is None else ifindex
     with IPRoute() as ipr:
-        ifindex = _ifindex(ipr, ifname)
         try:
-            if ensure_clsact(ipr, ifindex):
-                log.info("clsact created dev=%s ifindex=%d", ifname, ifindex)
-            ipr.tc(
-                "replace-filter",
-                "bpf",
-                ifindex,
-                TC_HANDLE,
-                prio=TC_PREF,
-                parent=HOOK_PARENT[direction],
-                fd=prog_fd,
-                name=name,
-                direct_action=True,
-            )
-            mine = [f for f in hook_filters(ipr, ifindex, ifname, direction) if f.ours]
+            if ensure_clsact(ipr, index):
+                log.info("clsact created dev=%s ifindex=%d", ifname, index)
+            replace_filter(ipr, index, direction, prog_fd=prog_fd, name=name)
         except NetlinkError as e:
-            if e.code == errno.ENODEV or not ipr.link_lookup(ifname=ifname):
-                raise DeviceGone(f"device {ifname} vanished while attaching {name}") from e
-            raise AttachError(f"attaching {name} to {ifname} {direction} failed: {e}") from e
-    prog_id = mine[0].prog_id if mine else None
-    log.debug("attached dev=%s ifindex=%d direction=%s prog=%s id=%s", ifname, ifindex, direction, name, prog_id)
-    return AttachedProgram(ifname, ifindex, direction, name, prog_id)
+            raise _attach_error(e, ifname, index, name) from e
+    prog_id = bpfsys.prog_info(prog_fd).prog_id
+    log.debug("attached dev=%s ifindex=%d direction=%s prog=%s id=%s", ifname, index, direction, name, prog_id)
+    return AttachedProgram(ifname, index, direction, name, prog_id)
 
 
 def detach_index(ipr: Any, ifindex: int, direction: Direction) -> bool:
@@ -216,11 +277,11 @@ def detach_index(ipr: Any, ifindex: int, direction: Direction) -> bool:
 
 def detach(ifname: str, direction: Direction) -> bool:
     """Remove our filter from one hook of a device; True when one was removed, False when none was there."""
+    try:
+        ifindex = _ifindex(ifname)
+    except DeviceGone:
+        return False
     with IPRoute() as ipr:
-        found = ipr.link_lookup(ifname=ifname)
-        if not found:
-            return False
-        ifindex = int(found[0])
         if not any(f.ours for f in hook_filters(ipr, ifindex, ifname, direction)):
             return False
         try:
@@ -259,10 +320,21 @@ def list_attached() -> list[AttachedProgram]:
         ]
 
 
+def _netns_id() -> tuple[int, int]:
+    """Identity (device, inode) of the calling thread's network namespace."""
+    st = os.stat("/proc/thread-self/ns/net")
+    return st.st_dev, st.st_ino
+
+
 class Attacher:
     """The agent's attach bookkeeping: from_pod on ingress and to_pod on egress of pod devices.
 
     Thread-safe: the device watcher attaches from its thread while others ask what is attached.
+    Netlink requests go through one IPRoute socket the Attacher owns: opened at the first attach,
+    reused for every device after, replaced when it failed (anything but a kernel error answer)
+    and when a call comes from another thread or network namespace than the one it was opened
+    in (a netlink socket acts in the namespace it was created in; pyroute2's sync API is per
+    thread). Requests are serialised by a lock. close() releases it.
     """
 
     def __init__(self, prog_fds: Mapping[str, int]) -> None:
@@ -270,18 +342,84 @@ class Attacher:
         if missing:
             raise ValueError(f"program fds missing: {', '.join(missing)}")
         self._prog_fds = dict(prog_fds)
+        self._prog_ids: dict[int, int] = {}
         self._lock = threading.Lock()
+        self._nl_lock = threading.Lock()
+        self._ipr: Any = None
+        self._ipr_owner: tuple[int, tuple[int, int]] | None = None
         self._attached: dict[str, int] = {}
+        self.sockets_opened = 0
+        """how many netlink sockets this Attacher opened (1 in steady state)"""
 
-    def attach_pod_device(self, ifname: str) -> list[AttachedProgram]:
-        """Attach both programs to a pod device (idempotent); raises AttachError / DeviceGone."""
+    def _socket(self) -> Any:
+        """The netlink socket for the calling thread and namespace (caller holds _nl_lock)."""
+        owner = (threading.get_ident(), _netns_id())
+        if self._ipr is not None and self._ipr_owner != owner:
+            log.debug("attach socket reopened: another thread or network namespace")
+            self._drop_socket()
+        if self._ipr is None:
+            self._ipr = IPRoute()
+            self._ipr_owner = owner
+            self.sockets_opened += 1
+        return self._ipr
+
+    def _drop_socket(self) -> None:
+        """Close and forget the socket (caller holds _nl_lock); errors closing a broken one are ignored."""
+        ipr, self._ipr, self._ipr_owner = self._ipr, None, None
+        if ipr is not None:
+            try:
+                ipr.close()
+            except Exception as e:  # a socket that failed may fail closing too: it is dropped either way
+                log.debug("attach socket close failed error=%s", e)
+
+    def close(self) -> None:
+        """Release the netlink socket (the next attach opens a new one)."""
+        with self._nl_lock:
+            self._drop_socket()
+
+    def _prog_id(self, prog_fd: int) -> int:
+        """Kernel id of the program behind one of our fds, asked once per fd."""
+        prog_id = self._prog_ids.get(prog_fd)
+        if prog_id is None:
+            prog_id = self._prog_ids[prog_fd] = bpfsys.prog_info(prog_fd).prog_id
+        return prog_id
+
+    def _attach_both(self, ipr: Any, ifname: str, ifindex: int) -> None:
+        """clsact, then our program on each hook of ifindex, through ipr."""
+        if ensure_clsact(ipr, ifindex):
+            log.debug("clsact created dev=%s ifindex=%d", ifname, ifindex)
+        for direction, prog in POD_PROGRAMS.items():
+            replace_filter(ipr, ifindex, direction, prog_fd=self._prog_fds[prog], name=prog)
+
+    def attach_pod_device(self, ifname: str, ifindex: int | None = None) -> list[AttachedProgram]:
+        """Attach both programs to a pod device (idempotent); raises AttachError / DeviceGone.
+
+        ifindex, when the caller knows it (the device watcher does), spares the name lookup and
+        pins the attach to that very device: if it vanished, DeviceGone, even when another device
+        took its name meanwhile.
+        """
+        index = _ifindex(ifname) if ifindex is None else ifindex
+        with self._nl_lock:
+            for attempt in (1, 2):
+                try:
+                    self._attach_both(self._socket(), ifname, index)
+                    break
+                except NetlinkError as e:  # the kernel's answer: the socket is fine
+                    raise _attach_error(e, ifname, index, "the pod programs") from e
+                except AttachError:
+                    raise
+                except Exception as e:  # the socket itself failed: a fresh one, once (the steps are idempotent)
+                    self._drop_socket()
+                    if attempt == 2:
+                        raise AttachError(f"attaching to {ifname} (ifindex {index}) failed: {e}") from e
+                    log.warning("attach socket failed, reopening dev=%s error=%s", ifname, e)
         done = [
-            attach(ifname, direction, prog_fd=self._prog_fds[prog], name=prog)
+            AttachedProgram(ifname, index, direction, prog, self._prog_id(self._prog_fds[prog]))
             for direction, prog in POD_PROGRAMS.items()
         ]
         with self._lock:
-            self._attached[ifname] = done[0].ifindex
-        log.info("pod device attached dev=%s ifindex=%d", ifname, done[0].ifindex)
+            self._attached[ifname] = index
+        log.info("pod device attached dev=%s ifindex=%d", ifname, index)
         return done
 
     def detach_pod_device(self, ifname: str) -> None:

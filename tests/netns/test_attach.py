@@ -21,6 +21,7 @@ from bpfproxy.loader.attach import (
     TC_HANDLE,
     TC_PREF,
     Attacher,
+    AttachError,
     DeviceGone,
     attach,
     detach,
@@ -227,7 +228,7 @@ def test_device_watcher_follows_devices(datapath, node: Node) -> None:  # type: 
         added.append((ifname, ifindex))
         if ifname == "lxcbroken":
             raise RuntimeError("simulated attach failure")
-        attacher.attach_pod_device(ifname)
+        attacher.attach_pod_device(ifname, ifindex)  # as the agent does: by the index the watcher saw
 
     def on_remove(ifname: str, ifindex: int) -> None:
         removed.append((ifname, ifindex))
@@ -334,6 +335,127 @@ def test_attach_to_missing_device_says_so(datapath, node: Node) -> None:  # type
         attach("nosuchdev0", "ingress", prog_fd=datapath.prog_fds[PROG_FROM_POD], name=PROG_FROM_POD)
     with in_netns(node.ns):
         assert detach("nosuchdev0", "ingress") is False
+
+
+def ifindex_of(node: Node, dev: str) -> int:
+    """Index of a device in the node namespace."""
+    with in_netns(node.ns):
+        return socket.if_nametoindex(dev)
+
+
+def test_attach_by_ifindex_pins_the_device(datapath, node: Node) -> None:  # type: ignore[no-untyped-def]
+    fds = datapath.prog_fds
+    dev0, dev1 = (p.host_ifname for p in node.pods)
+    index0 = ifindex_of(node, dev0)
+    attacher = Attacher(fds)
+    with in_netns(node.ns):
+        done = attacher.attach_pod_device(dev0, index0)
+    assert [(a.ifname, a.ifindex, a.direction, a.name) for a in done] == [
+        (dev0, index0, "ingress", PROG_FROM_POD), (dev0, index0, "egress", PROG_TO_POD)
+    ]
+    assert [a.prog_id for a in done] == [bpfsys.prog_info(fds[p]).prog_id for p in (PROG_FROM_POD, PROG_TO_POD)]
+    assert len(our_lines(tc_show(node, dev0, "ingress"))) == 1 and len(our_lines(tc_show(node, dev0, "egress"))) == 1
+    assert attacher.attached() == {dev0: index0}
+
+    # the index wins over the name: a device re-created under the same name is another device
+    netns.sh(["ip", "link", "del", dev1], ns=node.ns)
+    netns.sh(["ip", "link", "add", dev1, "type", "veth", "peer", "name", f"p{dev1}"], ns=node.ns)
+    new1 = ifindex_of(node, dev1)
+    with in_netns(node.ns):
+        stale = max(index0, new1) + 1000  # no such device
+        with pytest.raises(DeviceGone, match=f"ifindex {stale}"):
+            attacher.attach_pod_device(dev1, stale)
+        attacher.attach_pod_device(dev1, new1)
+    assert len(our_lines(tc_show(node, dev1, "egress"))) == 1
+    assert attacher.attached() == {dev0: index0, dev1: new1}
+    assert attacher.sockets_opened == 1
+
+
+def test_attacher_reuses_its_socket_after_a_device_vanished(datapath, node: Node) -> None:  # type: ignore[no-untyped-def]
+    dev0, dev1 = (p.host_ifname for p in node.pods)
+    index0, index1 = ifindex_of(node, dev0), ifindex_of(node, dev1)
+    attacher = Attacher(datapath.prog_fds)
+    with in_netns(node.ns):
+        attacher.attach_pod_device(dev0, index0)
+        netns.sh(["ip", "link", "del", dev0], ns=node.ns)
+        with pytest.raises(DeviceGone):
+            attacher.attach_pod_device(dev0, index0)  # by the index the watcher reported
+        with pytest.raises(DeviceGone):
+            attacher.attach_pod_device(dev0)  # by name
+        attacher.forget(dev0)
+        attacher.attach_pod_device(dev1, index1)  # the same socket carries on
+        assert attacher.sockets_opened == 1
+        assert {(a.ifname, a.direction) for a in list_attached()} == {(dev1, "ingress"), (dev1, "egress")}
+
+        # a socket that broke under it (not a kernel error answer) is replaced, and the attach still happens
+        attacher._ipr.close()  # simulate a dead netlink socket (private on purpose)
+        attacher.attach_pod_device(dev1, index1)
+        assert attacher.sockets_opened == 2
+        attacher.attach_pod_device(dev1, index1)
+        assert attacher.sockets_opened == 2
+        attacher.close()
+    assert len(our_lines(tc_show(node, dev1, "ingress"))) == 1 and len(our_lines(tc_show(node, dev1, "egress"))) == 1
+    assert attacher.attached() == {dev1: index1}
+
+
+def test_ingress_qdisc_is_refused_and_left_alone(datapath, node: Node) -> None:  # type: ignore[no-untyped-def]
+    fds = datapath.prog_fds
+    dev0, dev1 = (p.host_ifname for p in node.pods)
+    netns.sh(["tc", "qdisc", "add", "dev", dev1, "ingress"], ns=node.ns)
+    netns.sh(["tc", "filter", "add", "dev", dev1, "parent", "ffff:", "pref", "5", "u32", "match", "u32", "0", "0"],
+             ns=node.ns)
+    before = netns.sh(["tc", "filter", "show", "dev", dev1, "parent", "ffff:"], ns=node.ns)
+    attacher = Attacher(fds)
+    with in_netns(node.ns):
+        for call in (
+            lambda: attacher.attach_pod_device(dev1, ifindex_of(node, dev1)),  # the fast path: create, EEXIST
+            lambda: attacher.attach_pod_device(dev1),
+            lambda: attach(dev1, "egress", prog_fd=fds[PROG_TO_POD], name=PROG_TO_POD),
+        ):
+            with pytest.raises(AttachError, match="ingress qdisc where clsact is needed") as err:
+                call()
+            assert not isinstance(err.value, DeviceGone)
+        attacher.attach_pod_device(dev0)  # the others still attach, through the same socket
+        assert attacher.sockets_opened == 1
+        assert {a.ifname for a in list_attached()} == {dev0}
+    qdiscs = netns.sh(["tc", "qdisc", "show", "dev", dev1], ns=node.ns)
+    assert "qdisc ingress ffff:" in qdiscs and "clsact" not in qdiscs, qdiscs
+    assert netns.sh(["tc", "filter", "show", "dev", dev1, "parent", "ffff:"], ns=node.ns) == before
+    assert "pref 5 u32" in before
+    assert attacher.attached() == {dev0: ifindex_of(node, dev0)}
+
+
+def test_attacher_follows_the_callers_namespace_and_thread(datapath, make_node) -> None:  # type: ignore[no-untyped-def]
+    a, b = make_node(1), make_node(1)
+    dev = a.pods[0].host_ifname  # both nodes call their device veth0
+    attacher = Attacher(datapath.prog_fds)
+    with in_netns(a.ns):
+        attacher.attach_pod_device(dev)
+        attacher.attach_pod_device(dev)
+    assert attacher.sockets_opened == 1
+    assert our_lines(tc_show(b, dev, "ingress")) == []
+    with in_netns(b.ns):
+        attacher.attach_pod_device(dev, socket.if_nametoindex(dev))
+    assert attacher.sockets_opened == 2
+    assert len(our_lines(tc_show(b, dev, "egress"))) == 1
+
+    errors: list[BaseException] = []
+
+    def other_thread() -> None:
+        try:
+            with in_netns(a.ns):
+                attacher.attach_pod_device(dev)
+        except BaseException as e:  # reported to the test thread
+            errors.append(e)
+
+    t = threading.Thread(target=other_thread)
+    t.start()
+    t.join()
+    assert errors == []
+    assert attacher.sockets_opened == 3
+    for n in (a, b):
+        assert len(our_lines(tc_show(n, dev, "ingress"))) == 1 and len(our_lines(tc_show(n, dev, "egress"))) == 1
+    attacher.close()
 
 
 def test_in_netns_switches_and_restores(node: Node) -> None:
