@@ -144,13 +144,15 @@ def _clsact_state(ipr: Any, ifindex: int) -> str | None:
     return None  # only the acknowledgement: the slot holds the kernel's built-in placeholder
 
 
-def ensure_clsact(ipr: Any, ifindex: int) -> bool:
+def ensure_clsact(ipr: Any, ifindex: int, ifname: str | None = None) -> bool:
     """Create the clsact qdisc of a device when absent (never replacing one); True when created.
 
     The create request comes first (NLM_F_EXCL: it never replaces anything), so a new device costs
     one request; only when the slot is taken (EEXIST) is its kind asked for: a clsact is used as it
-    is, anything else (an `ingress` qdisc) is an AttachError and stays untouched.
+    is, anything else (an `ingress` qdisc) is an AttachError and stays untouched. ifname only
+    names the device in errors.
     """
+    device = f"device {ifname} (ifindex {ifindex})" if ifname else f"ifindex {ifindex}"
     for _ in range(2):  # a second round only when the qdisc vanished between EEXIST and the get
         try:
             ipr.tc("add", "clsact", ifindex)
@@ -162,11 +164,11 @@ def ensure_clsact(ipr: Any, ifindex: int) -> bool:
                 return False
             if kind is not None:
                 raise AttachError(
-                    f"ifindex {ifindex} has an {kind} qdisc where clsact is needed; not replacing it"
+                    f"{device} has an {kind} qdisc where clsact is needed; not replacing it"
                 ) from e
             continue
         return True
-    raise AttachError(f"ifindex {ifindex}: the clsact slot is taken but reports no qdisc; not touching it")
+    raise AttachError(f"{device}: the clsact slot is taken but reports no qdisc; not touching it")
 
 
 def _nla_u32(nla: Any) -> int | None:
@@ -254,7 +256,7 @@ def attach(
     index = _ifindex(ifname) if ifindex is None else ifindex
     with IPRoute() as ipr:
         try:
-            if ensure_clsact(ipr, index):
+            if ensure_clsact(ipr, index, ifname):
                 log.info("clsact created dev=%s ifindex=%d", ifname, index)
             replace_filter(ipr, index, direction, prog_fd=prog_fd, name=name)
         except NetlinkError as e:
@@ -386,8 +388,8 @@ class Attacher:
 
     def _attach_both(self, ipr: Any, ifname: str, ifindex: int) -> None:
         """clsact, then our program on each hook of ifindex, through ipr."""
-        if ensure_clsact(ipr, ifindex):
-            log.debug("clsact created dev=%s ifindex=%d", ifname, ifindex)
+        if ensure_clsact(ipr, ifindex, ifname):
+            log.info("clsact created dev=%s ifindex=%d", ifname, ifindex)
         for direction, prog in POD_PROGRAMS.items():
             replace_filter(ipr, ifindex, direction, prog_fd=self._prog_fds[prog], name=prog)
 

@@ -7,12 +7,17 @@ per device count with that many veth pairs, and times Attacher.attach_pod_device
 The namespaces and the pin dir are removed at exit, also on failure or SIGTERM.
 
 Usage (root): .venv/bin/python tests/netns/attachprobe.py [--counts 1,10,100,300] [--by name|index|both]
+                 [--baseline OLD_ATTACH_PY]
+--baseline also times the Attacher of another version of loader/attach.py, e.g.
+`git show a9474a1~1:loader/attach.py > /tmp/attach_old.py` (the version before the shared socket).
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import inspect
+import itertools
 import json
 import os
 import shutil
@@ -29,6 +34,8 @@ from bpfproxy.loader.build import load_datapath
 
 from bpfproxy.lab import netns
 from bpfproxy.lab.netns import in_netns
+
+_SEQ = itertools.count()  # one namespace name per probe of a run
 
 
 def make_pairs(ns: str, rid: str, count: int) -> list[str]:
@@ -50,9 +57,26 @@ def _pct(values: Sequence[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-def probe(prog_fds: dict[str, int], rid: str, count: int, by: str, made: list[str]) -> dict[str, Any]:
-    """Attach to count fresh devices in a fresh namespace; per-device wall and CPU milliseconds."""
-    ns = f"bpxprobe-{rid}-{count}-{by}"
+def load_attacher(path: str) -> Any:
+    """The Attacher class of the attach.py at path (another version, for a before/after comparison)."""
+    spec = importlib.util.spec_from_file_location("attachprobe_baseline", path)
+    if spec is None or spec.loader is None:
+        raise SystemExit(f"cannot load {path}")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.Attacher
+
+
+def probe(
+    prog_fds: dict[str, int], rid: str, count: int, by: str, made: list[str], attacher_class: Any = Attacher
+) -> dict[str, Any]:
+    """Attach to count fresh devices in a fresh namespace; per-device wall and CPU milliseconds.
+
+    {} when by is "index" and this Attacher cannot attach by ifindex (the version before).
+    """
+    if by == "index" and "ifindex" not in inspect.signature(attacher_class.attach_pod_device).parameters:
+        return {}
+    ns = f"bpxprobe-{rid}-{next(_SEQ)}-{count}-{by}"
     made.append(ns)
     netns.create(ns)
     hosts = make_pairs(ns, rid, count)
@@ -60,10 +84,7 @@ def probe(prog_fds: dict[str, int], rid: str, count: int, by: str, made: list[st
     cpu: list[float] = []
     with in_netns(ns):
         indexes = {h: socket.if_nametoindex(h) for h in hosts}
-        attacher = Attacher(prog_fds)
-        takes_index = "ifindex" in inspect.signature(attacher.attach_pod_device).parameters
-        if by == "index" and not takes_index:
-            raise SystemExit("this Attacher cannot attach by ifindex")
+        attacher = attacher_class(prog_fds)
         start = time.perf_counter()
         for h in hosts:
             t0, c0 = time.perf_counter(), time.thread_time()
@@ -102,6 +123,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     p.add_argument("--counts", default="1,10,100,300", help="device counts, comma separated")
     p.add_argument("--by", choices=("name", "index", "both"), default="both", help="attach by name, ifindex or both")
+    p.add_argument("--baseline", metavar="ATTACH_PY", help="also time the Attacher of this attach.py (before)")
     p.add_argument("--json", action="store_true", help="JSON lines only")
     args = p.parse_args(argv)
     if os.geteuid() != 0:
@@ -117,24 +139,32 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise SystemExit(128 + signum)
 
     signal.signal(signal.SIGTERM, on_term)
+    variants: list[tuple[str, Any]] = [("current", Attacher)]
+    if args.baseline:
+        variants.insert(0, ("baseline", load_attacher(args.baseline)))
     results = []
     try:
         datapath = load_datapath(pin_dir)
-        for by in modes:
-            for count in counts:
-                r = probe(datapath.prog_fds, rid, count, by, made)
-                results.append(r)
-                print(json.dumps(r), flush=True)
+        for version, attacher_class in variants:
+            for by in modes:
+                for count in counts:
+                    r = probe(datapath.prog_fds, rid, count, by, made, attacher_class)
+                    if not r:
+                        continue  # this version cannot attach by ifindex
+                    r["version"] = version
+                    results.append(r)
+                    if args.json:
+                        print(json.dumps(r), flush=True)
     finally:
         for ns in made:
             netns.delete(ns)
         shutil.rmtree(pin_dir, ignore_errors=True)
     if not args.json:
-        print(f"{'by':>6} {'devices':>7} {'median ms':>10} {'p99 ms':>8} {'max ms':>8} {'cpu med ms':>10} "
-              f"{'total s':>8} {'reattach ms':>11}")
+        columns = ("version", "by", "devices", "median_ms", "p99_ms", "max_ms", "cpu_median_ms", "total_s",
+                   "reattach_ms")
+        print(" ".join(f"{c:>13}" for c in columns))
         for r in results:
-            print(f"{r['by']:>6} {r['devices']:>7} {r['median_ms']:>10.3f} {r['p99_ms']:>8.3f} {r['max_ms']:>8.3f} "
-                  f"{r['cpu_median_ms']:>10.3f} {r['total_s']:>8.3f} {r['reattach_ms']:>11.3f}")
+            print(" ".join(f"{r[c]:>13}" for c in columns))
     return 0
 
 
