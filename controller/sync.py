@@ -14,12 +14,13 @@ import ctypes as ct
 import logging
 import socket
 import struct
-from collections.abc import Callable
+from array import array
+from collections.abc import Callable, Iterable, Sequence
 from itertools import groupby
 from operator import attrgetter, itemgetter
 from typing import Any, TypeVar
 
-from bpfproxy.controller.diff import WritePlan
+from bpfproxy.controller.diff import SlotWrite, WritePlan
 from bpfproxy.controller.plan import BackendEntry, DatapathState, FrontendEntry, FrontendKey
 from bpfproxy.loader import bpfsys
 from bpfproxy.loader.maps import DatapathMaps, packer
@@ -53,9 +54,8 @@ def address_key(addr: str) -> SvcKey:
     return SvcKey(addr=ip_to_be32(addr), port=0, slot=0, proto=0, scope=0)
 
 
-def _name_bytes(value: str) -> bytes:
-    """The bytes of a struct svc_name (the struct packer pads them with zeros)."""
-    return value.encode()[: SVC_NAME_LEN - 1]
+#: bytes of a name written to struct svc_name (one byte stays for the terminating NUL)
+_NAME_MAX = SVC_NAME_LEN - 1
 
 
 def _struct_of(ctype: Any, fields: tuple[str, ...], raw: tuple[str, ...] = ()) -> struct.Struct:
@@ -75,6 +75,11 @@ _NAME = _struct_of(SvcName, ("name",))
 # for writing: addresses as the 4 network-order bytes socket.inet_aton returns
 _SVC_KEY_W = _struct_of(SvcKey, ("addr", "port", "slot", "proto", "scope"), ("addr",))
 _BACKEND_W = _struct_of(Backend, ("addr", "port", "proto", "flags", "svc_id"), ("addr",))
+#: array type code of a native u32 (columns of ids are packed with array, not struct)
+_U32_CODE = next(code for code in "IL" if array(code).itemsize == 4)
+#: u32 word of struct svc_val holding backend_id / svc_id (slot values are packed as u32 columns)
+_SLOT_BACKEND_WORD = SvcVal.backend_id.offset // 4
+_SLOT_SVC_ID_WORD = SvcVal.svc_id.offset // 4
 
 
 class MapsWriter:
@@ -165,25 +170,25 @@ class MapsWriter:
         if wp.address_puts:
             m.mark_service_addresses(wp.address_puts)
         if wp.backend_puts:
-            m.mark_backend_ports({b.port for _, b in wp.backend_puts})
+            m.mark_backend_ports(set(map(attrgetter("port"), map(itemgetter(1), wp.backend_puts))))
         if wp.stat_resets:  # per-CPU values: each element is one 8-byte-aligned value per possible CPU
             per_elem = ((ct.sizeof(m.svcstat.value_type) + 7) & ~7) * bpfsys.possible_cpus()
-            m.svcstat.put_raw(b"".join([_U32.pack(i) for i in wp.stat_resets]), bytes(per_elem * len(wp.stat_resets)),
-                              value_size=per_elem)
+            m.svcstat.put_raw(_u32_array(wp.stat_resets), bytes(per_elem * len(wp.stat_resets)), value_size=per_elem)
         be32 = _memo(socket.inet_aton)
         htons = socket.htons
-        u32, svc_key_, svc_val, backend = _U32.pack, _SVC_KEY_W.pack, _SVC_VAL.pack, _BACKEND_W.pack
+        svc_key_, svc_val = _SVC_KEY_W.pack, _SVC_VAL.pack
         if wp.backend_puts:
-            aton = socket.inet_aton  # backend addresses rarely recur: no cache
-            m.backend.put_raw(b"".join([u32(i) for i, _ in wp.backend_puts]),
+            aton, backend = socket.inet_aton, _BACKEND_W.pack  # backend addresses rarely recur: no cache
+            m.backend.put_raw(_u32_array(map(itemgetter(0), wp.backend_puts)),
                               b"".join([backend(aton(b.addr), htons(b.port), b.proto, b.flags, b.svc_id)
                                         for _, b in wp.backend_puts]))
         if wp.slot_puts:
             keys = bytearray()
-            for fkey, group in groupby(wp.slot_puts, key=attrgetter("key")):  # a frontend's slots come together
+            slot_of = itemgetter(1)  # SlotWrite fields by index: key, slot, svc_id, backend_id
+            for fkey, group in groupby(wp.slot_puts, key=itemgetter(0)):  # a frontend's slots come together
                 addr, port, proto, scope = be32(fkey.addr), htons(fkey.port), fkey.proto, fkey.scope
-                keys += b"".join([svc_key_(addr, port, s.slot, proto, scope) for s in group])
-            m.svc.put_raw(keys, b"".join([svc_val(s.backend_id, 0, s.svc_id, 0, 0) for s in wp.slot_puts]))
+                keys += b"".join([svc_key_(addr, port, s, proto, scope) for s in map(slot_of, group)])
+            m.svc.put_raw(keys, _slot_values(wp.slot_puts))
         if wp.address_puts:
             m.svc.put_raw(b"".join([svc_key_(be32(a), 0, 0, 0, 0) for a in wp.address_puts]),
                           svc_val(0, 0, 0, 0, SVC_F_ADDR) * len(wp.address_puts))
@@ -193,8 +198,9 @@ class MapsWriter:
                           b"".join([svc_val(0, len(e.backend_ids), e.svc_id, e.affinity_timeout, e.flags)
                                     for _, e in wp.frontend_puts]))
         if wp.name_puts:
-            m.svcname.put_raw(b"".join([u32(i) for i, _ in wp.name_puts]),
-                              b"".join([_NAME.pack(_name_bytes(n)) for _, n in wp.name_puts]))
+            name = _NAME.pack  # pads with zeros: the name stays NUL-terminated
+            m.svcname.put_raw(_u32_array(map(itemgetter(0), wp.name_puts)),
+                              b"".join([name(n.encode()[:_NAME_MAX]) for _, n in wp.name_puts]))
         if wp.frontend_deletes:
             m.svc.delete_raw(b"".join([svc_key_(be32(k.addr), htons(k.port), 0, k.proto, k.scope)
                                        for k in wp.frontend_deletes]))
@@ -207,13 +213,27 @@ class MapsWriter:
         if wp.address_deletes:
             m.svc.delete_raw(b"".join([svc_key_(be32(a), 0, 0, 0, 0) for a in wp.address_deletes]))
         if wp.backend_deletes:
-            m.backend.delete_raw(b"".join([u32(i) for i in wp.backend_deletes]))
+            m.backend.delete_raw(_u32_array(wp.backend_deletes))
         if wp.name_deletes:
-            m.svcname.delete_raw(b"".join([u32(i) for i in wp.name_deletes]))
+            m.svcname.delete_raw(_u32_array(wp.name_deletes))
         if wp.affinity_purges:
             purge = set(wp.affinity_purges)
             stale: list[AffinityKey] = [k for k in m.affinity.keys() if k.svc_id in purge]  # noqa: SIM118
             m.affinity.delete_many(stale)
+
+
+def _u32_array(values: Iterable[int]) -> bytes:
+    """values packed as native u32 (a map key of ids), without a struct call per value."""
+    return array(_U32_CODE, values).tobytes()
+
+
+def _slot_values(slots: Sequence[SlotWrite]) -> bytes:
+    """The struct svc_val of each backend slot (backend_id, svc_id; the rest zero), packed column by column."""
+    words = array(_U32_CODE, bytes(_SVC_VAL.size * len(slots)))
+    stride = _SVC_VAL.size // words.itemsize
+    words[_SLOT_BACKEND_WORD::stride] = array(_U32_CODE, map(attrgetter("backend_id"), slots))
+    words[_SLOT_SVC_ID_WORD::stride] = array(_U32_CODE, map(attrgetter("svc_id"), slots))
+    return words.tobytes()
 
 
 def _fkey(raw: tuple[int, int, int, int], ip_of: Callable[[int], str]) -> FrontendKey:
@@ -223,13 +243,20 @@ def _fkey(raw: tuple[int, int, int, int], ip_of: Callable[[int], str]) -> Fronte
 
 
 def _memo(fn: Callable[[K], V]) -> Callable[[K], V]:
-    """fn remembering its answers for the length of one read or apply (addresses recur there)."""
-    seen: dict[K, V] = {}
+    """fn remembering its answers for the length of one read or apply (addresses recur there).
 
-    def get(key: K) -> V:
-        value = seen.get(key)
-        if value is None:
-            value = seen[key] = fn(key)
+    A repeated key costs one dict lookup in C (the answers live in a dict whose __missing__ calls fn).
+    """
+    return _Memo(fn).__getitem__
+
+
+class _Memo(dict[K, V]):
+    """The cache behind _memo: a dict that fills itself with fn(key) on a miss."""
+
+    def __init__(self, fn: Callable[[K], V]) -> None:
+        super().__init__()
+        self.fn = fn
+
+    def __missing__(self, key: K) -> V:
+        value = self[key] = self.fn(key)
         return value
-
-    return get

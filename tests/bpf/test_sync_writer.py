@@ -104,3 +104,67 @@ def test_restart_repairs_strays(maps: Any) -> None:
     _, writes = sync(w, fronts)
     assert writes == 2
     assert w.read_applied() == desired and maps.svc.get(svc_key(KEY, 7)) is None
+
+
+def test_packed_writes_equal_ctypes_structs(maps: Any) -> None:
+    """Every element apply packs (column-packed slot values, id arrays, cached addresses, cut names) holds
+    exactly the ctypes struct built field by field: backend ids past 16 bits, svc ids with a high byte,
+    UDP, both scopes, terminating backends, a name longer than struct svc_name."""
+    from bpfproxy.controller.plan import BackendEntry, FrontendEntry
+    from bpfproxy.controller.sync import ip_to_be32
+    from bpfproxy.loader.structs import BE_F_TERMINATING, SVC_NAME_LEN, SVC_SCOPE_EXT, SVC_SCOPE_INT, Backend, SvcVal
+
+    long_name = "ns/" + "x" * 200 + ":53/UDP"
+    state = DatapathState()
+    backends = {70000 + i: BackendEntry(f"10.1.{i}.{i + 1}", 8000 + i, 17 if i % 2 else 6,
+                                        BE_F_TERMINATING if i == 3 else 0, 65000 + i % 3) for i in range(6)}
+    fronts = {
+        FrontendKey("10.96.1.1", 53, 17, SVC_SCOPE_EXT): FrontendEntry(65000, long_name, 0, 0, (70001, 70003, 70005)),
+        FrontendKey("10.96.1.1", 53, 17, SVC_SCOPE_INT): FrontendEntry(65001, "ns/a:53/UDP", 0, 0, (70001,)),
+        FrontendKey("10.96.1.2", 443, 6, 0): FrontendEntry(65002, "ns/b:443/TCP", SVC_F_AFFINITY, 10800,
+                                                           (70000, 70002, 70004, 70000)),
+    }
+    for ident, be in backends.items():
+        state.backend_id_alloc.reserve(ident)
+        state.add_backend(ident, be)
+    for key, entry in fronts.items():
+        state.svc_id_alloc.reserve(entry.svc_id)
+        state.add_frontend(key, entry)
+    state.addresses |= {"10.96.1.1", "10.96.1.2"}
+    w = MapsWriter(maps)
+    applied = w.read_applied()
+    w.apply(diff(applied, state))
+    for ident, be in backends.items():
+        want = Backend(addr=ip_to_be32(be.addr), port=socket.htons(be.port), proto=be.proto, flags=be.flags,
+                       svc_id=be.svc_id)
+        assert bytes(maps.backend.get(ct.c_uint32(ident))) == bytes(want), ident
+    for key, entry in fronts.items():
+        slot0 = SvcVal(count=len(entry.backend_ids), svc_id=entry.svc_id, affinity_timeout=entry.affinity_timeout,
+                       flags=entry.flags)
+        assert bytes(maps.svc.get(svc_key(key, 0))) == bytes(slot0), key
+        for slot, be_id in enumerate(entry.backend_ids, start=1):
+            assert bytes(maps.svc.get(svc_key(key, slot))) == bytes(SvcVal(backend_id=be_id, svc_id=entry.svc_id))
+        name = bytes(maps.svcname.get(ct.c_uint32(entry.svc_id)).name)
+        assert name == entry.name.encode()[: SVC_NAME_LEN - 1]
+    for addr in state.addresses:
+        assert bytes(maps.svc.get(address_key(addr))) == bytes(SvcVal(flags=SVC_F_ADDR))
+    back = w.read_applied()
+    assert back.backends == state.backends and back.addresses == state.addresses
+    assert {k: (e.svc_id, e.backend_ids, e.flags, e.affinity_timeout) for k, e in back.frontends.items()} == {
+        k: (e.svc_id, e.backend_ids, e.flags, e.affinity_timeout) for k, e in fronts.items()}
+    assert back.frontends[next(iter(fronts))].name == long_name.encode()[: SVC_NAME_LEN - 1].decode()
+
+
+def test_memo_calls_once_per_key() -> None:
+    """_memo answers a repeated key from its cache and a new key from fn, falsy answers included."""
+    from bpfproxy.controller.sync import _memo
+
+    calls: list[int] = []
+
+    def fn(x: int) -> int:
+        calls.append(x)
+        return x % 2
+
+    get = _memo(fn)
+    assert [get(x) for x in (4, 5, 4, 5, 4, 6)] == [0, 1, 0, 1, 0, 0]
+    assert calls == [4, 5, 6]
