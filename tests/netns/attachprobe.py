@@ -36,6 +36,9 @@ from bpfproxy.lab import netns
 from bpfproxy.lab.netns import in_netns
 
 _SEQ = itertools.count()  # one namespace name per probe of a run
+#: pause after deleting a namespace: the kernel tears its devices down in the background under the
+#: rtnl lock, which would otherwise show up as waiting time in the next probe's first attaches
+SETTLE_S = 2.0
 
 
 def make_pairs(ns: str, rid: str, count: int) -> list[str]:
@@ -106,6 +109,7 @@ def probe(
             close()
     netns.delete(ns)
     made.remove(ns)
+    time.sleep(SETTLE_S)
     return {
         "devices": count,
         "by": by,
