@@ -7,6 +7,7 @@ returns a `WritePlan` whose phases the writer executes in order: counters of new
 backends, slots, address entries, frontends (slot 0, new count), names; then deletions of removed
 frontends, stale slots, unused addresses, stale backends and names; then affinity purges. A
 packet never meets a slot whose backend is not yet written, nor a count beyond written slots.
+A full diff against empty maps (the cold start) writes everything without comparing entries.
 """
 
 from __future__ import annotations
@@ -103,6 +104,15 @@ def diff(
     applied: DatapathState, desired: DatapathState, *, services: Collection[str] | None = None
 ) -> WritePlan:
     """The writes from applied to desired: everything (services=None) or only those services."""
+    if services is None and not (
+        applied.frontends or applied.backends or applied.addresses or applied.names or applied.stray_slots
+    ):
+        return _diff_from_empty(desired)
+    return _diff_general(applied, desired, services)
+
+
+def _diff_general(applied: DatapathState, desired: DatapathState, services: Collection[str] | None) -> WritePlan:
+    """diff() entry by entry: every applied state, full or partial."""
     wp = WritePlan()
     keys, backend_ids = _scope(applied, desired, services)
     ordered = sorted(keys)
@@ -173,3 +183,21 @@ def diff(
     wp.name_deletes = sorted(set(wp.name_deletes))
     wp.affinity_purges = sorted(purges)
     return wp
+
+
+def _diff_from_empty(desired: DatapathState) -> WritePlan:
+    """The full diff against empty maps (the cold start): write everything, nothing to compare or delete.
+    The same write plan `diff` builds entry by entry."""
+    ordered = sorted(desired.frontends.items())
+    return WritePlan(
+        stat_resets=sorted({entry.svc_id for _, entry in ordered}),
+        backend_puts=sorted(desired.backends.items()),
+        slot_puts=[
+            SlotWrite(key, slot, entry.svc_id, be_id)
+            for key, entry in ordered
+            for slot, be_id in enumerate(entry.backend_ids, start=1)
+        ],
+        address_puts=sorted(desired.addresses),
+        frontend_puts=ordered,
+        name_puts=[(entry.svc_id, entry.name) for _, entry in ordered],
+    )

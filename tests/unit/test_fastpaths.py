@@ -11,15 +11,22 @@ from __future__ import annotations
 import random
 from typing import Any
 
+import bpfproxy.controller.diff as diff_mod
+import bpfproxy.controller.plan as plan_mod
+import pytest
+from bpfproxy.controller.diff import diff
 from bpfproxy.controller.model import parse_endpoint_slice, parse_service
+from bpfproxy.controller.plan import DatapathState, FrontendKey, Limits, plan
 from bpfproxy.controller.topology import ready_endpoints
 from bpfproxy.controller.translate import (
+    Frontend,
     NodeConfig,
     _port_backends_general,
     externally_accessible,
     port_backends,
 )
 from kobj import endpoint, service, slice_
+from planhelp import fe
 
 NODE = NodeConfig(node_name="n1", zone="z1", node_ips=("192.168.0.1",))
 
@@ -119,3 +126,85 @@ def test_ready_endpoints_declines_odd_shapes() -> None:
     other_port = slice_("j", ports=[{"name": "x", "port": 1}], endpoints=[endpoint("10.0.0.8", ready=False)])
     assert ready(a, foreign, other_port) == [("10.0.0.9", 8080), ("10.0.0.10", 8080)]
     assert ready() == []
+
+
+def _random_frontends(rng: random.Random) -> list[Frontend]:
+    """Frontends of up to 12 services: shared addresses, terminating and no backends, affinity, and
+    sometimes one frontend key claimed twice."""
+    out = []
+    for i in range(rng.randint(0, 12)):
+        svc = f"ns/s{rng.randrange(30)}"
+        addr = f"10.96.0.{rng.randint(1, 6)}"
+        for port in rng.sample([80, 81, 443], rng.randint(0, 2)):
+            pool = [f"10.0.{i}.{n}:8080" for n in range(1, 9)]
+            ready = rng.sample(pool, rng.randint(0, 5))
+            term = rng.sample([b for b in pool if b not in ready], rng.randint(0, 2))
+            out.append(fe(svc, addr, port, backends=ready, terminating=term, affinity=rng.choice([0, 0, 30])))
+    if out and rng.random() < 0.1:
+        out.append(out[0])  # claimed twice
+    return out
+
+
+def _internals(state: DatapathState) -> tuple[Any, ...]:
+    return (
+        list(state.frontends.items()), list(state.backends.items()), state.addresses, state.names,
+        state.stray_slots, state.skipped, state._by_service, state._by_svc_id, state._backends_by_svc,
+        state._addr_refs, state._slots,
+        [(a.limit, a._next, sorted(a._free), a._free_set) for a in (state.svc_id_alloc, state.backend_id_alloc)],
+    )
+
+
+def test_cold_plan_equals_general_plan(monkeypatch: pytest.MonkeyPatch) -> None:
+    rng = random.Random(11)
+    bulk = general = 0
+    cold = plan_mod._plan_cold
+    for _ in range(1500):
+        fronts = _random_frontends(rng)
+        limits = rng.choice([Limits(), Limits(lb_entries=rng.randint(5, 60), backends=rng.randint(3, 40),
+                                              svc_ids=rng.randint(2, 12))])
+        taken: list[bool] = []
+        monkeypatch.setattr(plan_mod, "_plan_cold", lambda *a, t=taken: t.append(cold(*a)) or t[-1])
+        fast = plan(fronts, DatapathState(), limits)
+        monkeypatch.setattr(plan_mod, "_plan_cold", lambda *a: False)
+        slow = plan(fronts, DatapathState(), limits)
+        assert _internals(fast) == _internals(slow), fronts
+        # the next (partial and full) plans from either give the same too
+        again = _random_frontends(rng)
+        services = {f.service for f in fronts + again}
+        assert _internals(plan(again, fast, limits, services=services)) == _internals(
+            plan(again, slow, limits, services=services))
+        bulk += taken == [True]
+        general += taken == [False]
+    assert bulk > 300 and general > 300, (bulk, general)
+
+
+def test_cold_plan_declines_non_empty_states() -> None:
+    fronts = [fe("ns/a", backends=["10.0.0.1:80"])]
+    state = plan(fronts, DatapathState(), Limits())
+    assert not plan_mod._plan_cold(["ns/a"], {"ns/a": fronts}, state.copy(), Limits())
+    fresh = DatapathState()
+    fresh.stray_slots.add((FrontendKey("10.96.0.10", 80, 6, 0), 1))
+    assert not plan_mod._plan_cold(["ns/a"], {"ns/a": fronts}, fresh, Limits())
+    used = DatapathState()
+    used.backend_id_alloc.reserve(3)
+    assert not plan_mod._plan_cold(["ns/a"], {"ns/a": fronts}, used, Limits())
+    assert not plan_mod._plan_cold(["ns/a"], {"ns/a": fronts}, DatapathState(), Limits(lb_entries=2))
+
+
+def test_diff_from_empty_equals_general_diff() -> None:
+    rng = random.Random(5)
+    for _ in range(500):
+        desired = plan(_random_frontends(rng), DatapathState(), Limits())
+        assert diff(DatapathState(), desired) == diff_mod._diff_general(DatapathState(), desired, None)
+    # anything applied takes the general path: strays, names, addresses
+    desired = plan([fe("ns/a", backends=["10.0.0.1:80", "10.0.0.2:80"])], DatapathState(), Limits())
+    for field in ("stray_slots", "names", "addresses"):
+        applied = DatapathState()
+        if field == "stray_slots":
+            applied.stray_slots.add((FrontendKey("10.96.0.10", 80, 6, 0), 7))
+        elif field == "names":
+            applied.names[9] = "ns/old:80/TCP"
+        else:
+            applied.addresses.add("10.96.0.99")
+        assert diff(applied, desired) == diff_mod._diff_general(applied, desired, None)
+        assert diff(applied, desired) != diff(DatapathState(), desired)
