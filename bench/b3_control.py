@@ -8,9 +8,10 @@ endpoints each (workload.objects) plus one probe service whose only endpoint is 
 
 Measured, for bpfproxy:
 
-1. cold start: agent process spawned with empty pins -> first full sync written ("sync done
-   full=True"), split into the datapath compile/load (bcc, "datapath compiled seconds=") and the
-   control plane (kube source started -> maps written: list, parse, plan, map writes);
+1. cold start: agent process spawned with empty pins -> fully programmed ("agent ready": the first
+   full sync written and the programs attached to every pod device), with its phases: the datapath
+   compile/load (bcc in its child process, started first, "datapath compiled seconds="), the control
+   plane (kube source started -> maps written: list, parse, plan, map writes) and the first sync;
 2. one EndpointSlice change: the probe service's slice flips between backend a and b, annotated
    with endpoints.kubernetes.io/last-change-trigger-time = the moment of the apply. Event -> map
    is the agent's own kubeproxy_network_programming_duration_seconds observation for it (apply ->
@@ -325,8 +326,9 @@ def cold_figures(text: str, spawned: float) -> dict[str, float]:
     source_at, _ = first(r"kube source started")
     _, slices = first(r"list done kind=EndpointSlice objects=(\d+) .*seconds=([\d.]+)")
     synced_at, sync = first(r"sync done full=True .*duration_ms=([\d.]+)")
+    ready_at, _ = first(r"agent ready ")
     return {
-        "cold_start_s": synced_at - spawned,
+        "cold_start_s": ready_at - spawned,
         "cold_datapath_s": float(compiled.group(1)),
         "cold_control_s": synced_at - source_at,
         "cold_list_s": float(slices.group(2)),

@@ -11,6 +11,7 @@ keeps flowing while no agent runs and a restarted agent rewrites only what chang
 
 from __future__ import annotations
 
+import gc
 import logging
 import signal
 import threading
@@ -122,7 +123,11 @@ def _run(config: AgentConfig, compiling: PendingDatapath) -> int:
         log.error("bad --service-cidr: %s", e)
         maps.close()
         return 1
+    # the CLI paused the cyclic GC before the imports (kubernetes alone allocates ~100k objects that
+    # live as long as the process): keep them out of every later collection, then collect normally
+    gc.freeze()
     tune_gc()
+    gc.enable()
     metrics, health = ProxierMetrics(), ProxierHealth(2 * config.full_sync_period)
     proxier = Proxier(
         MapsWriter(maps),
@@ -161,7 +166,7 @@ def _run(config: AgentConfig, compiling: PendingDatapath) -> int:
     attacher = Attacher(datapath.prog_fds)
     watcher = DeviceWatcher(
         list(config.pod_devices),
-        on_add=lambda ifname, ifindex: _attach(attacher, ifname),
+        on_add=lambda ifname, ifindex: _attach(attacher, ifname, ifindex),
         on_remove=lambda ifname, ifindex: attacher.forget(ifname),
     )
     threads.append(threading.Thread(target=watcher.run, args=(stop,), name="devices", daemon=True))
@@ -189,8 +194,8 @@ def _stop(
     maps.close()
 
 
-def _attach(attacher: Attacher, ifname: str) -> None:
-    attached = attacher.attach_pod_device(ifname)
+def _attach(attacher: Attacher, ifname: str, ifindex: int) -> None:
+    attached = attacher.attach_pod_device(ifname, ifindex)
     log.info("attached device=%s programs=%s", ifname, ",".join(f"{a.direction}:{a.name}" for a in attached))
 
 

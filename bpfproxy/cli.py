@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import gc
 import json
 import logging
 import os
@@ -273,6 +274,8 @@ def cmd_explain(args: argparse.Namespace) -> int:
 def cmd_agent(args: argparse.Namespace) -> int:
     """Run the agent until SIGTERM/SIGINT; the datapath stays in place after it."""
     from bpfproxy.loader.build import DatapathSettings, start_compile
+
+    gc.disable()  # until the agent's modules are loaded (run_agent freezes them and enables it again)
 
     settings = DatapathSettings(
         lb_map_max=args.lb_map_max,
