@@ -75,6 +75,11 @@ _NAME = _struct_of(SvcName, ("name",))
 # for writing: addresses as the 4 network-order bytes socket.inet_aton returns
 _SVC_KEY_W = _struct_of(SvcKey, ("addr", "port", "slot", "proto", "scope"), ("addr",))
 _BACKEND_W = _struct_of(Backend, ("addr", "port", "proto", "flags", "svc_id"), ("addr",))
+#: struct svc_key around its slot field: address and port before it, the rest after it (checked at import)
+_SLOT_HEAD, _SLOT, _SLOT_TAIL = struct.Struct("=4sH"), struct.Struct("=H"), struct.Struct("=BB2x")
+if (_SLOT_HEAD.size, _SLOT_HEAD.size + _SLOT.size, _SLOT_HEAD.size + _SLOT.size + _SLOT_TAIL.size) != (
+        SvcKey.slot.offset, SvcKey.proto.offset, _SVC_KEY.size):
+    raise TypeError("struct svc_key layout changed: update _SLOT_HEAD / _SLOT / _SLOT_TAIL")
 #: array type code of a native u32 (columns of ids are packed with array, not struct)
 _U32_CODE = next(code for code in "IL" if array(code).itemsize == 4)
 #: u32 word of struct svc_val holding backend_id / svc_id (slot values are packed as u32 columns)
@@ -183,11 +188,15 @@ class MapsWriter:
                               b"".join([backend(aton(b.addr), htons(b.port), b.proto, b.flags, b.svc_id)
                                         for _, b in wp.backend_puts]))
         if wp.slot_puts:
+            # a frontend's slots come together; their keys differ only in the slot field, so the keys of one
+            # frontend are the bytes before it (head) and after it (tail) joined around each slot's 2 bytes
             keys = bytearray()
-            slot_of = itemgetter(1)  # SlotWrite fields by index: key, slot, svc_id, backend_id
-            for fkey, group in groupby(wp.slot_puts, key=itemgetter(0)):  # a frontend's slots come together
-                addr, port, proto, scope = be32(fkey.addr), htons(fkey.port), fkey.proto, fkey.scope
-                keys += b"".join([svc_key_(addr, port, s, proto, scope) for s in map(slot_of, group)])
+            slot_of, slot_bytes = itemgetter(1), _memo(_SLOT.pack)  # SlotWrite: key, slot, svc_id, backend_id
+            for fkey, group in groupby(wp.slot_puts, key=itemgetter(0)):
+                head, tail = _SLOT_HEAD.pack(be32(fkey.addr), htons(fkey.port)), _SLOT_TAIL.pack(fkey.proto, fkey.scope)
+                keys += head
+                keys += (tail + head).join(map(slot_bytes, map(slot_of, group)))
+                keys += tail
             m.svc.put_raw(keys, _slot_values(wp.slot_puts))
         if wp.address_puts:
             m.svc.put_raw(b"".join([svc_key_(be32(a), 0, 0, 0, 0) for a in wp.address_puts]),

@@ -208,14 +208,14 @@ class Map(Generic[K, V]):
             pairs = [(bytes(k), bytes(v)) for k, v in self._items_walk()]
             return b"".join(k for k, _ in pairs), b"".join(v for _, v in pairs)
         ks, vs = ct.sizeof(self.key_type), ct.sizeof(self.value_type)
-        keys_buf = ct.create_string_buffer(BATCH_CHUNK * ks)
-        values_buf = ct.create_string_buffer(BATCH_CHUNK * vs)
+        chunk = min(BATCH_CHUNK, self.max_entries)  # a small map needs no large buffers (one call reads it)
+        keys_buf = ct.create_string_buffer(chunk * ks)
+        values_buf = ct.create_string_buffer(chunk * vs)
         pos = [ct.create_string_buffer(max(ks, 8)), ct.create_string_buffer(max(ks, 8))]
         out_keys, out_values = bytearray(), bytearray()
         first = True
         while True:
-            n, done = bpfsys.lookup_batch(self.fd, None if first else pos[0], pos[1], keys_buf, values_buf,
-                                          BATCH_CHUNK)
+            n, done = bpfsys.lookup_batch(self.fd, None if first else pos[0], pos[1], keys_buf, values_buf, chunk)
             out_keys += memoryview(keys_buf)[: n * ks]
             out_values += memoryview(values_buf)[: n * vs]
             if done:
