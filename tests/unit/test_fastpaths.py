@@ -1,21 +1,24 @@
 """The cold-start fast paths give exactly what the general paths give, on random and odd inputs.
 
-Each fast path (translate.port_backends via topology.ready_endpoints, plan's cold service, diff
-against an empty applied state) is compared with the general code it shortcuts, including the
-shapes where it must decline: duplicates across slices, terminating/unready endpoints, hints,
-Local policies, several ports of one slice.
+Each fast path (model's whole-slice endpoint columns, translate.port_backends via
+topology.ready_endpoints, plan's cold full plan, diff against empty maps) is compared with the
+general code it shortcuts, including the shapes where it must decline: duplicates across slices,
+terminating/unready endpoints, hints, Local policies, several ports of one slice, odd or bad
+endpoint fields (with the same error message), tight map capacities, frontends claimed twice.
 """
 
 from __future__ import annotations
 
 import random
+from types import MappingProxyType
 from typing import Any
 
 import bpfproxy.controller.diff as diff_mod
+import bpfproxy.controller.model as model_mod
 import bpfproxy.controller.plan as plan_mod
 import pytest
 from bpfproxy.controller.diff import diff
-from bpfproxy.controller.model import parse_endpoint_slice, parse_service
+from bpfproxy.controller.model import BadObject, parse_endpoint_slice, parse_service
 from bpfproxy.controller.plan import DatapathState, FrontendKey, Limits, plan
 from bpfproxy.controller.topology import ready_endpoints
 from bpfproxy.controller.translate import (
@@ -208,3 +211,69 @@ def test_diff_from_empty_equals_general_diff() -> None:
             applied.addresses.add("10.96.0.99")
         assert diff(applied, desired) == diff_mod._diff_general(applied, desired, None)
         assert diff(applied, desired) != diff(DatapathState(), desired)
+
+
+ODD_ENDPOINT_FIELDS: list[tuple[str, Any]] = [
+    ("addresses", ["10.0.0.1", "10.0.0.2"]), ("addresses", []), ("addresses", None), ("addresses", "10.0.0.1"),
+    ("addresses", ["010.0.0.1"]), ("addresses", ["10.0.0.1 "]), ("addresses", ["10.0.0.256"]),
+    ("addresses", ["1.2.3.4\n5.6.7.8"]), ("addresses", ["fd00::1"]), ("addresses", ["::ffff:1.2.3.4"]),
+    ("addresses", [167772161]), ("addresses", ["10.0.0.1\n"]), ("addresses", ["\uff110.0.0.1"]),
+    ("conditions", None), ("conditions", {}), ("conditions", {"ready": 1}), ("conditions", {"serving": 0}),
+    ("conditions", {"terminating": "true"}), ("conditions", {"ready": None, "serving": False}),
+    ("conditions", []), ("nodeName", None), ("nodeName", ""), ("nodeName", 7), ("zone", "z1"), ("zone", None),
+    ("zone", 3), ("hints", None), ("hints", {}), ("hints", {"forZones": [{"name": "z1"}]}),
+    ("hints", {"forNodes": [{"name": "n1"}], "forZones": []}), ("hints", {"forZones": [{}]}),
+    ("targetRef", {"kind": "Pod", "name": "p"}),
+]
+
+
+def _parse_both(obj: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> tuple[Any, Any]:
+    """(fast-path result, general-path result): the parsed slice or the BadObject message."""
+    out = []
+    for force_general in (False, True):
+        with monkeypatch.context() as m:
+            if force_general:
+                m.setattr(model_mod, "_columns_fast", lambda raws: None)
+            try:
+                out.append(parse_endpoint_slice(obj))
+            except BadObject as e:
+                out.append(str(e))
+    return out[0], out[1]
+
+
+def test_slice_fast_path_equals_general_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    rng = random.Random(3)
+    fast_taken = 0
+    for _ in range(3000):
+        eps: list[Any] = []
+        for _ in range(rng.randrange(0, 6)):
+            ep: Any = endpoint(f"10.{rng.randrange(3)}.0.{rng.randrange(1, 255)}",
+                               ready=rng.choice([True, False, None]), serving=rng.choice([True, False, None]),
+                               terminating=rng.choice([True, False, None]), node=rng.choice(["n1", "n2", ""]))
+            if rng.random() < 0.15:
+                field, value = rng.choice(ODD_ENDPOINT_FIELDS)
+                ep[field] = value
+            if rng.random() < 0.02:
+                ep = rng.choice([None, [], "x", MappingProxyType(ep)])
+            eps.append(ep)
+        obj = slice_(endpoints=eps, address_type=rng.choice(["IPv4"] * 8 + ["IPv6", "FQDN"]))
+        fast, general = _parse_both(obj, monkeypatch)
+        assert fast == general, eps
+        if not isinstance(fast, str):  # same columns, same sharing of equal values
+            assert type(fast.addresses) is tuple and all(type(a) is str for a in fast.addresses)
+        fast_taken += obj["addressType"] == "IPv4" and model_mod._columns_fast(eps) is not None and len(eps) > 2
+    assert fast_taken > 500, fast_taken
+
+
+@pytest.mark.parametrize("field,value", ODD_ENDPOINT_FIELDS)
+def test_slice_fast_path_declines_each_odd_field(field: str, value: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    eps = [endpoint("10.0.0.1"), endpoint("10.0.0.2")]
+    assert model_mod._columns_fast(eps) is not None
+    eps[1][field] = value
+    fast, general = _parse_both(slice_(endpoints=eps), monkeypatch)
+    assert fast == general
+    common = (field in ("targetRef", "zone", "nodeName") and value not in (7, 3)) or (
+        field == "conditions" and value in ({}, {"ready": None, "serving": False}))
+    assert (model_mod._columns_fast(eps) is not None) == common, (field, value)
+    if isinstance(fast, str):  # the error names the slice and the field of the second endpoint
+        assert fast.startswith("EndpointSlice default/web-abc: ") and "endpoints[1]" in fast, fast
