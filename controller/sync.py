@@ -77,9 +77,13 @@ _SVC_KEY_W = _struct_of(SvcKey, ("addr", "port", "slot", "proto", "scope"), ("ad
 _BACKEND_W = _struct_of(Backend, ("addr", "port", "proto", "flags", "svc_id"), ("addr",))
 #: struct svc_key around its slot field: address and port before it, the rest after it (checked at import)
 _SLOT_HEAD, _SLOT, _SLOT_TAIL = struct.Struct("=4sH"), struct.Struct("=H"), struct.Struct("=BB2x")
-if (_SLOT_HEAD.size, _SLOT_HEAD.size + _SLOT.size, _SLOT_HEAD.size + _SLOT.size + _SLOT_TAIL.size) != (
-        SvcKey.slot.offset, SvcKey.proto.offset, _SVC_KEY.size):
+if _SVC_KEY_W.pack(b"\1\2\3\4", 5, 6, 7, 8) != _SLOT_HEAD.pack(b"\1\2\3\4", 5) + _SLOT.pack(6) + _SLOT_TAIL.pack(7, 8):
     raise TypeError("struct svc_key layout changed: update _SLOT_HEAD / _SLOT / _SLOT_TAIL")
+#: struct backend after its address, and the BackendEntry fields it holds (checked at import)
+_BACKEND_TAIL = struct.Struct("=HBBI")
+_BACKEND_TAIL_FIELDS = attrgetter("port", "proto", "flags", "svc_id")
+if _BACKEND_W.pack(b"\1\2\3\4", 5, 6, 7, 8) != b"\1\2\3\4" + _BACKEND_TAIL.pack(5, 6, 7, 8):
+    raise TypeError("struct backend layout changed: update _BACKEND_TAIL")
 #: array type code of a native u32 (columns of ids are packed with array, not struct)
 _U32_CODE = next(code for code in "IL" if array(code).itemsize == 4)
 #: u32 word of struct svc_val holding backend_id / svc_id (slot values are packed as u32 columns)
@@ -183,10 +187,7 @@ class MapsWriter:
         htons = socket.htons
         svc_key_, svc_val = _SVC_KEY_W.pack, _SVC_VAL.pack
         if wp.backend_puts:
-            aton, backend = socket.inet_aton, _BACKEND_W.pack  # backend addresses rarely recur: no cache
-            m.backend.put_raw(_u32_array(map(itemgetter(0), wp.backend_puts)),
-                              b"".join([backend(aton(b.addr), htons(b.port), b.proto, b.flags, b.svc_id)
-                                        for _, b in wp.backend_puts]))
+            m.backend.put_raw(_u32_array(map(itemgetter(0), wp.backend_puts)), _backend_values(wp.backend_puts))
         if wp.slot_puts:
             # a frontend's slots come together; their keys differ only in the slot field, so the keys of one
             # frontend are the bytes before it (head) and after it (tail) joined around each slot's 2 bytes
@@ -234,6 +235,21 @@ class MapsWriter:
 def _u32_array(values: Iterable[int]) -> bytes:
     """values packed as native u32 (a map key of ids), without a struct call per value."""
     return array(_U32_CODE, values).tobytes()
+
+
+def _backend_values(puts: Sequence[tuple[int, BackendEntry]]) -> bytes:
+    """The struct backend of each put, packed: the address (network order) and the bytes after it.
+
+    Backends in id order mostly come in runs of one service (same port, protocol, flags and svc id): the values
+    of a run are its addresses joined around the one tail they share, no struct call per backend.
+    """
+    out = bytearray()
+    aton, addr_of = socket.inet_aton, attrgetter("addr")  # backend addresses rarely recur: no cache
+    for (port, proto, flags, svc_id), run in groupby(map(itemgetter(1), puts), key=_BACKEND_TAIL_FIELDS):
+        tail = _BACKEND_TAIL.pack(socket.htons(port), proto, flags, svc_id)
+        out += tail.join(map(aton, map(addr_of, run)))
+        out += tail
+    return bytes(out)
 
 
 def _slot_values(slots: Sequence[SlotWrite]) -> bytes:

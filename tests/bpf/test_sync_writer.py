@@ -118,11 +118,13 @@ def test_packed_writes_equal_ctypes_structs(maps: Any) -> None:
     state = DatapathState()
     backends = {70000 + i: BackendEntry(f"10.1.{i}.{i + 1}", 8000 + i, 17 if i % 2 else 6,
                                         BE_F_TERMINATING if i == 3 else 0, 65000 + i % 3) for i in range(6)}
+    backends |= {70100 + i: BackendEntry(f"10.2.0.{i + 1}", 9090, 6, 0, 65003) for i in range(5)}  # one run
     fronts = {
         FrontendKey("10.96.1.1", 53, 17, SVC_SCOPE_EXT): FrontendEntry(65000, long_name, 0, 0, (70001, 70003, 70005)),
         FrontendKey("10.96.1.1", 53, 17, SVC_SCOPE_INT): FrontendEntry(65001, "ns/a:53/UDP", 0, 0, (70001,)),
         FrontendKey("10.96.1.2", 443, 6, 0): FrontendEntry(65002, "ns/b:443/TCP", SVC_F_AFFINITY, 10800,
                                                            (70000, 70002, 70004, 70000)),
+        FrontendKey("10.96.1.3", 80, 6, 0): FrontendEntry(65003, "ns/c:80/TCP", 0, 0, tuple(range(70100, 70105))),
     }
     for ident, be in backends.items():
         state.backend_id_alloc.reserve(ident)
@@ -130,7 +132,7 @@ def test_packed_writes_equal_ctypes_structs(maps: Any) -> None:
     for key, entry in fronts.items():
         state.svc_id_alloc.reserve(entry.svc_id)
         state.add_frontend(key, entry)
-    state.addresses |= {"10.96.1.1", "10.96.1.2"}
+    state.addresses |= {"10.96.1.1", "10.96.1.2", "10.96.1.3"}
     w = MapsWriter(maps)
     applied = w.read_applied()
     w.apply(diff(applied, state))
