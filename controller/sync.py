@@ -84,6 +84,8 @@ _BACKEND_TAIL = struct.Struct("=HBBI")
 _BACKEND_TAIL_FIELDS = attrgetter("port", "proto", "flags", "svc_id")
 if _BACKEND_W.pack(b"\1\2\3\4", 5, 6, 7, 8) != b"\1\2\3\4" + _BACKEND_TAIL.pack(5, 6, 7, 8):
     raise TypeError("struct backend layout changed: update _BACKEND_TAIL")
+#: from this many elements a phase is packed in bulk (runs, joins, columns); below, element by element
+_BULK_MIN = 64
 #: array type code of a native u32 (columns of ids are packed with array, not struct)
 _U32_CODE = next(code for code in "IL" if array(code).itemsize == 4)
 #: u32 word of struct svc_val holding backend_id / svc_id (slot values are packed as u32 columns)
@@ -187,18 +189,9 @@ class MapsWriter:
         htons = socket.htons
         svc_key_, svc_val = _SVC_KEY_W.pack, _SVC_VAL.pack
         if wp.backend_puts:
-            m.backend.put_raw(_u32_array(map(itemgetter(0), wp.backend_puts)), _backend_values(wp.backend_puts))
+            m.backend.put_raw(*_pack_backends(wp.backend_puts))
         if wp.slot_puts:
-            # a frontend's slots come together; their keys differ only in the slot field, so the keys of one
-            # frontend are the bytes before it (head) and after it (tail) joined around each slot's 2 bytes
-            keys = bytearray()
-            slot_of, slot_bytes = itemgetter(1), _memo(_SLOT.pack)  # SlotWrite: key, slot, svc_id, backend_id
-            for fkey, group in groupby(wp.slot_puts, key=itemgetter(0)):
-                head, tail = _SLOT_HEAD.pack(be32(fkey.addr), htons(fkey.port)), _SLOT_TAIL.pack(fkey.proto, fkey.scope)
-                keys += head
-                keys += (tail + head).join(map(slot_bytes, map(slot_of, group)))
-                keys += tail
-            m.svc.put_raw(keys, _slot_values(wp.slot_puts))
+            m.svc.put_raw(*_pack_slots(wp.slot_puts, be32))
         if wp.address_puts:
             m.svc.put_raw(b"".join([svc_key_(be32(a), 0, 0, 0, 0) for a in wp.address_puts]),
                           svc_val(0, 0, 0, 0, SVC_F_ADDR) * len(wp.address_puts))
@@ -237,28 +230,53 @@ def _u32_array(values: Iterable[int]) -> bytes:
     return array(_U32_CODE, values).tobytes()
 
 
-def _backend_values(puts: Sequence[tuple[int, BackendEntry]]) -> bytes:
-    """The struct backend of each put, packed: the address (network order) and the bytes after it.
+def _pack_backends(puts: Sequence[tuple[int, BackendEntry]]) -> tuple[bytes, bytes]:
+    """Keys (ids) and struct backend values of backend puts, packed.
 
-    Backends in id order mostly come in runs of one service (same port, protocol, flags and svc id): the values
-    of a run are its addresses joined around the one tail they share, no struct call per backend.
+    Bulk (a full sync): backends in id order come in runs of one service (same port, protocol, flags and
+    svc id); the values of a run are its addresses joined around the one tail they share, no struct call
+    per backend. A few puts (a partial sync) are packed one by one, which costs less for them.
     """
-    out = bytearray()
-    aton, addr_of = socket.inet_aton, attrgetter("addr")  # backend addresses rarely recur: no cache
+    aton = socket.inet_aton  # backend addresses rarely recur: no cache
+    if len(puts) < _BULK_MIN:
+        htons, backend = socket.htons, _BACKEND_W.pack
+        return (b"".join([_U32.pack(i) for i, _ in puts]),
+                b"".join([backend(aton(b.addr), htons(b.port), b.proto, b.flags, b.svc_id) for _, b in puts]))
+    values = bytearray()
+    addr_of = attrgetter("addr")
     for (port, proto, flags, svc_id), run in groupby(map(itemgetter(1), puts), key=_BACKEND_TAIL_FIELDS):
         tail = _BACKEND_TAIL.pack(socket.htons(port), proto, flags, svc_id)
-        out += tail.join(map(aton, map(addr_of, run)))
-        out += tail
-    return bytes(out)
+        values += tail.join(map(aton, map(addr_of, run)))
+        values += tail
+    return _u32_array(map(itemgetter(0), puts)), bytes(values)
 
 
-def _slot_values(slots: Sequence[SlotWrite]) -> bytes:
-    """The struct svc_val of each backend slot (backend_id, svc_id; the rest zero), packed column by column."""
+def _pack_slots(slots: Sequence[SlotWrite], be32: Callable[[str], bytes]) -> tuple[bytes, bytes]:
+    """Keys and struct svc_val values of backend slot writes, packed; be32: address -> 4 network-order bytes.
+
+    A frontend's slots come together. Bulk (a full sync): the keys of one frontend differ only in the slot
+    field, so they are the bytes before it (head) and after it (tail) joined around each slot's 2 bytes; the
+    values (backend_id, svc_id, the rest zero) are packed column by column. A few writes (a partial sync)
+    are packed one by one, which costs less for them.
+    """
+    htons, keys = socket.htons, bytearray()
+    if len(slots) < _BULK_MIN:
+        svc_key, svc_val = _SVC_KEY_W.pack, _SVC_VAL.pack
+        for fkey, group in groupby(slots, key=itemgetter(0)):
+            addr, port, proto, scope = be32(fkey.addr), htons(fkey.port), fkey.proto, fkey.scope
+            keys += b"".join([svc_key(addr, port, s.slot, proto, scope) for s in group])
+        return bytes(keys), b"".join([svc_val(s.backend_id, 0, s.svc_id, 0, 0) for s in slots])
+    slot_of, slot_bytes = itemgetter(1), _memo(_SLOT.pack)  # SlotWrite fields: key, slot, svc_id, backend_id
+    for fkey, group in groupby(slots, key=itemgetter(0)):
+        head, tail = _SLOT_HEAD.pack(be32(fkey.addr), htons(fkey.port)), _SLOT_TAIL.pack(fkey.proto, fkey.scope)
+        keys += head
+        keys += (tail + head).join(map(slot_bytes, map(slot_of, group)))
+        keys += tail
     words = array(_U32_CODE, bytes(_SVC_VAL.size * len(slots)))
     stride = _SVC_VAL.size // words.itemsize
     words[_SLOT_BACKEND_WORD::stride] = array(_U32_CODE, map(attrgetter("backend_id"), slots))
     words[_SLOT_SVC_ID_WORD::stride] = array(_U32_CODE, map(attrgetter("svc_id"), slots))
-    return words.tobytes()
+    return bytes(keys), words.tobytes()
 
 
 def _fkey(raw: tuple[int, int, int, int], ip_of: Callable[[int], str]) -> FrontendKey:

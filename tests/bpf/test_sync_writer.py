@@ -6,6 +6,7 @@ import ctypes as ct
 import socket
 from typing import Any
 
+import pytest
 from bpfproxy.controller.diff import diff
 from bpfproxy.controller.plan import DatapathState, FrontendKey, Limits, plan
 from bpfproxy.controller.sync import MapsWriter, address_key, svc_key
@@ -106,10 +107,14 @@ def test_restart_repairs_strays(maps: Any) -> None:
     assert w.read_applied() == desired and maps.svc.get(svc_key(KEY, 7)) is None
 
 
-def test_packed_writes_equal_ctypes_structs(maps: Any) -> None:
-    """Every element apply packs (column-packed slot values, id arrays, cached addresses, cut names) holds
-    exactly the ctypes struct built field by field: backend ids past 16 bits, svc ids with a high byte,
-    UDP, both scopes, terminating backends, a name longer than struct svc_name."""
+@pytest.mark.parametrize("bulk_min", [0, 1 << 30], ids=["bulk", "one-by-one"])
+def test_packed_writes_equal_ctypes_structs(maps: Any, monkeypatch: pytest.MonkeyPatch, bulk_min: int) -> None:
+    """Every element apply packs, in bulk (runs, joins, columns: a full sync) and one by one (a partial sync),
+    holds exactly the ctypes struct built field by field: backend ids past 16 bits, svc ids with a high byte,
+    UDP, both scopes, terminating backends, a run of one service's backends, a name longer than struct svc_name."""
+    import bpfproxy.controller.sync as sync_mod
+
+    monkeypatch.setattr(sync_mod, "_BULK_MIN", bulk_min)
     from bpfproxy.controller.plan import BackendEntry, FrontendEntry
     from bpfproxy.controller.sync import ip_to_be32
     from bpfproxy.loader.structs import BE_F_TERMINATING, SVC_NAME_LEN, SVC_SCOPE_EXT, SVC_SCOPE_INT, Backend, SvcVal
