@@ -14,8 +14,10 @@ from __future__ import annotations
 import copy
 import heapq
 import logging
+import operator
 from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
+from itertools import repeat
 from typing import NamedTuple
 
 from bpfproxy.controller.translate import Frontend
@@ -483,6 +485,12 @@ def _plan(
     return journal
 
 
+_is_terminating = operator.attrgetter("terminating")
+_addr_port = operator.attrgetter("addr", "port")
+_new_tuple = tuple.__new__
+_concat = operator.add
+
+
 def _plan_cold(
     services: list[str], by_service: dict[str, list[Frontend]], state: DatapathState, limits: Limits
 ) -> bool:
@@ -497,7 +505,8 @@ def _plan_cold(
     ordered = [f for svc in services for f in by_service.get(svc, ())]
     keys = [FrontendKey(f.addr, f.port, f.proto, f.scope) for f in ordered]
     n_backends = sum([len(f.backends) for f in ordered])
-    n_slots = n_backends - sum([r.terminating for f in ordered for r in f.backends])  # terminating: no slot
+    terminating = [sum(map(_is_terminating, f.backends)) for f in ordered]  # they get no slot
+    n_slots = n_backends - sum(terminating)
     addr_refs: dict[str, int] = {}
     for key in keys:
         addr_refs[key.addr] = addr_refs.get(key.addr, 0) + 1
@@ -513,19 +522,23 @@ def _plan_cold(
     by_svc: dict[str, tuple[FrontendKey, ...]] = {}
     by_svc_id, backends_by_svc = state._by_svc_id, state._backends_by_svc
     be_next = 1
-    for svc_id, (key, f) in enumerate(zip(keys, ordered, strict=True), start=1):
+    for svc_id, (key, f, n_terminating) in enumerate(zip(keys, ordered, terminating, strict=True), start=1):
         refs = f.backends
         ids = tuple(range(be_next, be_next + len(refs)))
         be_next += len(refs)
         proto = f.proto
-        if ids:
+        slots = ids
+        if n_terminating:
             backends.update(zip(ids, [BackendEntry(r.addr, r.port, proto, BE_F_TERMINATING if r.terminating else 0,
                                                    svc_id) for r in refs], strict=True))
-            backends_by_svc[svc_id] = ids
-        if any([r.terminating for r in refs]):
             slots = tuple([i for i, r in zip(ids, refs, strict=True) if not r.terminating])
-        else:
-            slots = ids
+        elif ids:
+            # every backend live: BackendEntry(addr, port, proto, 0, svc_id) each, built in C
+            tail = (proto, 0, svc_id)
+            backends.update(zip(ids, map(_new_tuple, repeat(BackendEntry), map(_concat, map(_addr_port, refs),
+                                                                                repeat(tail))), strict=True))
+        if ids:
+            backends_by_svc[svc_id] = ids
         flags = (SVC_F_AFFINITY if f.affinity_timeout else 0) | (SVC_F_DROP_NO_EP if f.drop_no_ep else 0)
         frontends[key] = FrontendEntry(svc_id, f.name, flags, f.affinity_timeout, slots)
         by_svc_id[svc_id] = key

@@ -140,11 +140,17 @@ def ready_endpoints(port: ServicePort, slices: Iterable[EndpointSlice]) -> list[
         parts += len(numbers)
         if parts == 1:
             single, single_number = sl.addresses, numbers[0]
+            continue
+        if single is not None:
+            pairs.extend(zip(single, repeat(single_number)))
+            single = None
         for number in numbers:
             pairs.extend(zip(sl.addresses, repeat(number)))
-    if single is not None and parts == 1 and len(set(single)) == len(single):
+    if single is not None and len(set(single)) == len(single):
         # one slice, one port, no duplicate address: sort the addresses alone (C-level key)
         return list(zip(sorted(single, key=socket.inet_aton), repeat(single_number)))
+    if single is not None:
+        pairs.extend(zip(single, repeat(single_number)))
     return sorted(set(pairs), key=_sort_key)
 
 

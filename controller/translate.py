@@ -24,9 +24,11 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import operator
 import socket
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
+from itertools import repeat
 from typing import NamedTuple
 
 from bpfproxy.controller.model import EndpointSlice, Service, ServicePort
@@ -128,6 +130,11 @@ def frontend_name(service: str, port: ServicePort) -> str:
     return f"{service}:{port.name or port.port}/{port.protocol}"
 
 
+_new_tuple = tuple.__new__
+_concat = operator.add
+_LIVE = (False,)
+
+
 def _ref_key(ref: BackendRef) -> tuple[bytes, int]:
     return socket.inet_aton(ref.addr), ref.port
 
@@ -185,7 +192,8 @@ def port_backends(
         # Cluster policies: when every endpoint is ready and unhinted, all of them are the backends
         ready = ready_endpoints(port, slices)
         if ready is not None:
-            refs = tuple([BackendRef(addr, number, False) for addr, number in ready])
+            # BackendRef(addr, port, False) for each, built in C (what BackendRef._make does per item)
+            refs = tuple(map(_new_tuple, repeat(BackendRef), map(_concat, ready, repeat(_LIVE))))
             return PortEndpoints(internal=refs, external=refs if external_ok else (), cluster=refs,
                                  has_any=bool(refs), internal_drop=False, external_drop=False, topology_mode="")
     return _port_backends_general(svc, port, slices, node, external_ok, itp_local, etp_local)

@@ -19,9 +19,10 @@ import bpfproxy.controller.plan as plan_mod
 import pytest
 from bpfproxy.controller.diff import diff
 from bpfproxy.controller.model import BadObject, parse_endpoint_slice, parse_service
-from bpfproxy.controller.plan import DatapathState, FrontendKey, Limits, plan
+from bpfproxy.controller.plan import BackendEntry, DatapathState, FrontendKey, Limits, plan
 from bpfproxy.controller.topology import ready_endpoints
 from bpfproxy.controller.translate import (
+    BackendRef,
     Frontend,
     NodeConfig,
     _port_backends_general,
@@ -88,7 +89,9 @@ def test_port_backends_fast_path_equals_general_path() -> None:
         itp_local = svc.internal_traffic_policy == "Local"
         etp_local = svc.external_traffic_policy == "Local" and external_ok
         want = _port_backends_general(svc, port, slices, NODE, external_ok, itp_local, etp_local)
-        assert port_backends(svc, port, slices, NODE) == want, (svc_obj, slice_objs)
+        got = port_backends(svc, port, slices, NODE)
+        assert got == want, (svc_obj, slice_objs)
+        assert all(type(r) is BackendRef for r in got.internal + got.external + got.cluster)  # not plain tuples
         assert port_backends(svc, port, iter(slices), NODE) == want  # a one-shot iterable too
         if not itp_local and not etp_local and ready_endpoints(port, slices) is not None:
             taken += 1
@@ -149,6 +152,7 @@ def _random_frontends(rng: random.Random) -> list[Frontend]:
 
 
 def _internals(state: DatapathState) -> tuple[Any, ...]:
+    assert all(type(b) is BackendEntry for b in state.backends.values())  # not plain tuples
     return (
         list(state.frontends.items()), list(state.backends.items()), state.addresses, state.names,
         state.stray_slots, state.skipped, state._by_service, state._by_svc_id, state._backends_by_svc,
