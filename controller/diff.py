@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Collection
 from dataclasses import dataclass, field, fields
+from itertools import count, repeat
 from typing import NamedTuple
 
 from bpfproxy.controller.plan import BackendEntry, DatapathState, FrontendEntry, FrontendKey
@@ -185,18 +186,22 @@ def _diff_general(applied: DatapathState, desired: DatapathState, services: Coll
     return wp
 
 
+_new_tuple = tuple.__new__
+
+
 def _diff_from_empty(desired: DatapathState) -> WritePlan:
     """The full diff against empty maps (the cold start): write everything, nothing to compare or delete.
     The same write plan `diff` builds entry by entry."""
     ordered = sorted(desired.frontends.items())
+    slot_puts: list[SlotWrite] = []
+    for key, entry in ordered:
+        # SlotWrite(key, slot, svc_id, backend_id) for slots 1..n, built in C (as SlotWrite._make does)
+        slot_puts.extend(map(_new_tuple, repeat(SlotWrite),
+                             zip(repeat(key), count(1), repeat(entry.svc_id), entry.backend_ids)))
     return WritePlan(
         stat_resets=sorted({entry.svc_id for _, entry in ordered}),
         backend_puts=sorted(desired.backends.items()),
-        slot_puts=[
-            SlotWrite(key, slot, entry.svc_id, be_id)
-            for key, entry in ordered
-            for slot, be_id in enumerate(entry.backend_ids, start=1)
-        ],
+        slot_puts=slot_puts,
         address_puts=sorted(desired.addresses),
         frontend_puts=ordered,
         name_puts=[(entry.svc_id, entry.name) for _, entry in ordered],

@@ -17,7 +17,7 @@ import bpfproxy.controller.diff as diff_mod
 import bpfproxy.controller.model as model_mod
 import bpfproxy.controller.plan as plan_mod
 import pytest
-from bpfproxy.controller.diff import diff
+from bpfproxy.controller.diff import SlotWrite, diff
 from bpfproxy.controller.model import BadObject, parse_endpoint_slice, parse_service
 from bpfproxy.controller.plan import BackendEntry, DatapathState, FrontendKey, Limits, plan
 from bpfproxy.controller.topology import ready_endpoints
@@ -202,7 +202,9 @@ def test_diff_from_empty_equals_general_diff() -> None:
     rng = random.Random(5)
     for _ in range(500):
         desired = plan(_random_frontends(rng), DatapathState(), Limits())
-        assert diff(DatapathState(), desired) == diff_mod._diff_general(DatapathState(), desired, None)
+        got = diff(DatapathState(), desired)
+        assert got == diff_mod._diff_general(DatapathState(), desired, None)
+        assert all(type(s) is SlotWrite for s in got.slot_puts)  # not plain tuples
     # anything applied takes the general path: strays, names, addresses
     desired = plan([fe("ns/a", backends=["10.0.0.1:80", "10.0.0.2:80"])], DatapathState(), Limits())
     for field in ("stray_slots", "names", "addresses"):
