@@ -70,7 +70,6 @@ def _struct_of(ctype: Any, fields: tuple[str, ...], raw: tuple[str, ...] = ()) -
 _U32 = _struct_of(ct.c_uint32, ("value",))
 _SVC_KEY = _struct_of(SvcKey, ("addr", "port", "slot", "proto", "scope"))
 _SVC_VAL = _struct_of(SvcVal, ("backend_id", "count", "svc_id", "affinity_timeout", "flags"))
-_BACKEND = _struct_of(Backend, ("addr", "port", "proto", "flags", "svc_id"))
 _NAME = _struct_of(SvcName, ("name",))
 # for writing: addresses as the 4 network-order bytes socket.inet_aton returns
 _SVC_KEY_W = _struct_of(SvcKey, ("addr", "port", "slot", "proto", "scope"), ("addr",))
@@ -133,9 +132,9 @@ class MapsWriter:
         ip_of = _memo(be32_to_ip)
         extra_addresses = {ip_of(a) for a in addresses_be32}
         kraw_be, vraw_be = m.backend.read_raw()
-        be_ids = memoryview(kraw_be).cast("I").tolist()
-        be_vals = list(_BACKEND.iter_unpack(vraw_be))
-        be_ips = {a: be32_to_ip(a) for a in set(memoryview(vraw_be).cast("I")[:: _BACKEND.size // 4])}
+        # addresses as their 4 network-order bytes: socket.inet_ntoa takes them as they are
+        backends = sorted(zip(memoryview(kraw_be).cast("I").tolist(), _BACKEND_W.iter_unpack(vraw_be), strict=True),
+                          key=itemgetter(0))
         for raw_key, (_, count, svc_id, timeout, flags) in sorted(masters.items(), key=lambda kv: kv[1][2]):
             fkey = _fkey(raw_key, ip_of)
             have = slots.pop(raw_key, {})
@@ -155,11 +154,11 @@ class MapsWriter:
         # every address the maps route (address entries and frontends, stray ones included): none may be foreign
         self._read_addresses = (set(state.addresses) | {ip_of(k[0]) for k in masters}
                                 | {k.addr for k, _ in state.stray_slots})
-        ntohs, reserve, add = socket.ntohs, state.backend_id_alloc.reserve, state.add_backend
-        for i in sorted(range(len(be_ids)), key=be_ids.__getitem__):
-            addr, port, proto, flags, svc_id = be_vals[i]
-            reserve(be_ids[i])
-            add(be_ids[i], BackendEntry(be_ips[addr], ntohs(port), proto, flags, svc_id))
+        ntohs, ntoa = socket.ntohs, socket.inet_ntoa
+        reserve, add = state.backend_id_alloc.reserve, state.add_backend
+        for ident, (addr, port, proto, flags, svc_id) in backends:  # in id order (ids are unique keys)
+            reserve(ident)
+            add(ident, BackendEntry(ntoa(addr), ntohs(port), proto, flags, svc_id))
         self._read_ports = {b.port for b in state.backends.values()}
         return state
 
