@@ -175,3 +175,38 @@ def test_memo_calls_once_per_key() -> None:
     get = _memo(fn)
     assert [get(x) for x in (4, 5, 4, 5, 4, 6)] == [0, 1, 0, 1, 0, 0]
     assert calls == [4, 5, 6]
+
+
+def test_cold_start_on_empty_maps_reads_each_map_once(maps: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """read_applied + the first apply (foreign-prefix and quiet-port rebuild) on empty maps: one batch
+    lookup per read map (svcname, svc, backend, conntrack), no key-by-key walk of a hash map, no element
+    lookup; the writes are batches, whose count does not grow with the plan (one per phase and map chunk)."""
+    from bpfproxy.loader import bpfsys
+
+    calls: dict[str, int] = {}
+
+    def counting(name: str) -> Any:
+        real = getattr(bpfsys, name)
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            calls[name] = calls.get(name, 0) + 1
+            return real(*args, **kwargs)
+
+        return call
+
+    for name in ("lookup_batch", "next_key", "lookup", "update", "update_batch", "delete_batch", "delete"):
+        monkeypatch.setattr(bpfsys, name, counting(name))
+    w = MapsWriter(maps)
+    assert w.read_applied() == DatapathState()
+    w.apply(diff(DatapathState(), DatapathState()))  # the first apply rebuilds the bitmaps even when empty
+    assert calls.get("lookup_batch") == 4, calls
+    assert calls.get("next_key", 0) <= 1, calls  # the service-CIDR trie (empty: one call) is walked key by key
+    assert "lookup" not in calls and "update" not in calls and "delete" not in calls, calls
+    calls.clear()
+    fronts = [fe(f"default/s{i}", f"10.96.0.{i + 1}", 80, [(f"10.0.{i}.{j + 1}", 8080) for j in range(20)])
+              for i in range(100)]
+    applied = w.read_applied()
+    w.apply(diff(applied, plan(fronts, applied, LIMITS)))
+    # one batch per phase (stat resets, backends, slots, address entries, frontends, names): not per element
+    assert calls.get("update_batch") == 6, calls
+    assert calls.get("lookup_batch") == 3, calls  # the read_applied before it
