@@ -229,7 +229,7 @@ def _u32_array(values: Iterable[int]) -> bytes:
     return array(_U32_CODE, values).tobytes()
 
 
-def _pack_backends(puts: Sequence[tuple[int, BackendEntry]]) -> tuple[bytes, bytes]:
+def _pack_backends(puts: Sequence[tuple[int, BackendEntry]]) -> tuple[bytes, bytes | bytearray]:
     """Keys (ids) and struct backend values of backend puts, packed.
 
     Bulk (a full sync): backends in id order come in runs of one service (same port, protocol, flags and
@@ -247,10 +247,10 @@ def _pack_backends(puts: Sequence[tuple[int, BackendEntry]]) -> tuple[bytes, byt
         tail = _BACKEND_TAIL.pack(socket.htons(port), proto, flags, svc_id)
         values += tail.join(map(aton, map(addr_of, run)))
         values += tail
-    return _u32_array(map(itemgetter(0), puts)), bytes(values)
+    return _u32_array(map(itemgetter(0), puts)), values  # put_raw uses a bytearray without a copy
 
 
-def _pack_slots(slots: Sequence[SlotWrite], be32: Callable[[str], bytes]) -> tuple[bytes, bytes]:
+def _pack_slots(slots: Sequence[SlotWrite], be32: Callable[[str], bytes]) -> tuple[bytearray, bytes]:
     """Keys and struct svc_val values of backend slot writes, packed; be32: address -> 4 network-order bytes.
 
     A frontend's slots come together. Bulk (a full sync): the keys of one frontend differ only in the slot
@@ -264,7 +264,7 @@ def _pack_slots(slots: Sequence[SlotWrite], be32: Callable[[str], bytes]) -> tup
         for fkey, group in groupby(slots, key=itemgetter(0)):
             addr, port, proto, scope = be32(fkey.addr), htons(fkey.port), fkey.proto, fkey.scope
             keys += b"".join([svc_key(addr, port, s.slot, proto, scope) for s in group])
-        return bytes(keys), b"".join([svc_val(s.backend_id, 0, s.svc_id, 0, 0) for s in slots])
+        return keys, b"".join([svc_val(s.backend_id, 0, s.svc_id, 0, 0) for s in slots])
     slot_of, slot_bytes = itemgetter(1), _memo(_SLOT.pack)  # SlotWrite fields: key, slot, svc_id, backend_id
     for fkey, group in groupby(slots, key=itemgetter(0)):
         head, tail = _SLOT_HEAD.pack(be32(fkey.addr), htons(fkey.port)), _SLOT_TAIL.pack(fkey.proto, fkey.scope)
@@ -275,7 +275,7 @@ def _pack_slots(slots: Sequence[SlotWrite], be32: Callable[[str], bytes]) -> tup
     stride = _SVC_VAL.size // words.itemsize
     words[_SLOT_BACKEND_WORD::stride] = array(_U32_CODE, map(attrgetter("backend_id"), slots))
     words[_SLOT_SVC_ID_WORD::stride] = array(_U32_CODE, map(attrgetter("svc_id"), slots))
-    return bytes(keys), words.tobytes()
+    return keys, words.tobytes()
 
 
 def _fkey(raw: tuple[int, int, int, int], ip_of: Callable[[int], str]) -> FrontendKey:
