@@ -336,7 +336,7 @@ def parse_service(obj: Mapping[str, Any]) -> Service:
     raw_ips = _list(ctx, spec.get("clusterIPs"), "spec.clusterIPs")
     if not raw_ips and spec.get("clusterIP"):
         raw_ips = [spec["clusterIP"]]
-    headless = any(ip == "None" for ip in raw_ips)
+    headless = "None" in raw_ips
     cluster_ips: list[str] = []
     if svc_type != "ExternalName" and not headless:
         for ip in raw_ips:
