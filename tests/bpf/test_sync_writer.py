@@ -194,6 +194,7 @@ def test_cold_start_on_empty_maps_reads_each_map_once(maps: Any, monkeypatch: py
 
         return call
 
+    maps.set_service_cidrs([])  # the session's maps may hold an earlier test's service CIDRs
     for name in ("lookup_batch", "next_key", "lookup", "update", "update_batch", "delete_batch", "delete"):
         monkeypatch.setattr(bpfsys, name, counting(name))
     w = MapsWriter(maps)
