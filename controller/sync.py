@@ -66,6 +66,14 @@ def _struct_of(ctype: Any, fields: tuple[str, ...], raw: tuple[str, ...] = ()) -
     return packed
 
 
+def _fields_of(cls: Any, *names: str) -> Callable[[Any], Any]:
+    """A getter of these fields of cls's instances: by index when cls is a named tuple (cheaper), else by name."""
+    fields = getattr(cls, "_fields", None)
+    if isinstance(fields, tuple):
+        return itemgetter(*(fields.index(n) for n in names))
+    return attrgetter(*names)
+
+
 # packed layouts of the map elements the writer handles: bulk writes and reads go through plain tuples
 _U32 = _struct_of(ct.c_uint32, ("value",))
 _SVC_KEY = _struct_of(SvcKey, ("addr", "port", "slot", "proto", "scope"))
@@ -80,7 +88,11 @@ if _SVC_KEY_W.pack(b"\1\2\3\4", 5, 6, 7, 8) != _SLOT_HEAD.pack(b"\1\2\3\4", 5) +
     raise TypeError("struct svc_key layout changed: update _SLOT_HEAD / _SLOT / _SLOT_TAIL")
 #: struct backend after its address, and the BackendEntry fields it holds (checked at import)
 _BACKEND_TAIL = struct.Struct("=HBBI")
-_BACKEND_TAIL_FIELDS = attrgetter("port", "proto", "flags", "svc_id")
+_BACKEND_TAIL_FIELDS = _fields_of(BackendEntry, "port", "proto", "flags", "svc_id")
+_BACKEND_ADDR, _BACKEND_PORT = _fields_of(BackendEntry, "addr"), _fields_of(BackendEntry, "port")
+#: SlotWrite fields read in bulk
+_SLOT_KEY, _SLOT_NUMBER = _fields_of(SlotWrite, "key"), _fields_of(SlotWrite, "slot")
+_SLOT_SVC_ID, _SLOT_BACKEND_ID = _fields_of(SlotWrite, "svc_id"), _fields_of(SlotWrite, "backend_id")
 if _BACKEND_W.pack(b"\1\2\3\4", 5, 6, 7, 8) != b"\1\2\3\4" + _BACKEND_TAIL.pack(5, 6, 7, 8):
     raise TypeError("struct backend layout changed: update _BACKEND_TAIL")
 #: from this many elements a phase is packed in bulk (runs, joins, columns); below, element by element
@@ -180,7 +192,7 @@ class MapsWriter:
         if wp.address_puts:
             m.mark_service_addresses(wp.address_puts)
         if wp.backend_puts:
-            m.mark_backend_ports(set(map(attrgetter("port"), map(itemgetter(1), wp.backend_puts))))
+            m.mark_backend_ports(set(map(_BACKEND_PORT, map(itemgetter(1), wp.backend_puts))))
         if wp.stat_resets:  # per-CPU values: each element is one 8-byte-aligned value per possible CPU
             per_elem = ((ct.sizeof(m.svcstat.value_type) + 7) & ~7) * bpfsys.possible_cpus()
             m.svcstat.put_raw(_u32_array(wp.stat_resets), bytes(per_elem * len(wp.stat_resets)), value_size=per_elem)
@@ -242,7 +254,7 @@ def _pack_backends(puts: Sequence[tuple[int, BackendEntry]]) -> tuple[bytes, byt
         return (b"".join([_U32.pack(i) for i, _ in puts]),
                 b"".join([backend(aton(b.addr), htons(b.port), b.proto, b.flags, b.svc_id) for _, b in puts]))
     values = bytearray()
-    addr_of = attrgetter("addr")
+    addr_of = _BACKEND_ADDR
     for (port, proto, flags, svc_id), run in groupby(map(itemgetter(1), puts), key=_BACKEND_TAIL_FIELDS):
         tail = _BACKEND_TAIL.pack(socket.htons(port), proto, flags, svc_id)
         values += tail.join(map(aton, map(addr_of, run)))
@@ -265,16 +277,16 @@ def _pack_slots(slots: Sequence[SlotWrite], be32: Callable[[str], bytes]) -> tup
             addr, port, proto, scope = be32(fkey.addr), htons(fkey.port), fkey.proto, fkey.scope
             keys += b"".join([svc_key(addr, port, s.slot, proto, scope) for s in group])
         return keys, b"".join([svc_val(s.backend_id, 0, s.svc_id, 0, 0) for s in slots])
-    slot_of, slot_bytes = itemgetter(1), _memo(_SLOT.pack)  # SlotWrite fields: key, slot, svc_id, backend_id
-    for fkey, group in groupby(slots, key=itemgetter(0)):
+    slot_bytes = _memo(_SLOT.pack)
+    for fkey, group in groupby(slots, key=_SLOT_KEY):
         head, tail = _SLOT_HEAD.pack(be32(fkey.addr), htons(fkey.port)), _SLOT_TAIL.pack(fkey.proto, fkey.scope)
         keys += head
-        keys += (tail + head).join(map(slot_bytes, map(slot_of, group)))
+        keys += (tail + head).join(map(slot_bytes, map(_SLOT_NUMBER, group)))
         keys += tail
     words = array(_U32_CODE, bytes(_SVC_VAL.size * len(slots)))
     stride = _SVC_VAL.size // words.itemsize
-    words[_SLOT_BACKEND_WORD::stride] = array(_U32_CODE, map(attrgetter("backend_id"), slots))
-    words[_SLOT_SVC_ID_WORD::stride] = array(_U32_CODE, map(attrgetter("svc_id"), slots))
+    words[_SLOT_BACKEND_WORD::stride] = array(_U32_CODE, map(_SLOT_BACKEND_ID, slots))
+    words[_SLOT_SVC_ID_WORD::stride] = array(_U32_CODE, map(_SLOT_SVC_ID, slots))
     return keys, words.tobytes()
 
 
