@@ -1,9 +1,10 @@
 """The only writer of the service maps: executes a WritePlan, and reads the maps back as a state.
 
 Place in the data flow: the last stage. `MapsWriter.apply()` runs the phases of a diff.WritePlan
-in order, each phase packed with struct into one buffer (loader.maps.packer: no ctypes object per
-element) and written with batch calls (put_raw / delete_raw), addresses and ports in network byte
-order. `read_applied()` rebuilds a plan.DatapathState (ids, counts, names, address entries)
+in order, each phase packed into one buffer (no ctypes object per element; a big phase, as in a full
+sync, without a struct call per element either: runs joined around shared bytes, columns packed with
+array) and written with batch calls (put_raw / delete_raw), addresses and ports in network byte order.
+`read_applied()` rebuilds a plan.DatapathState (ids, counts, names, address entries)
 from the pinned maps (read with BPF_MAP_LOOKUP_BATCH), so a restarted agent takes what is there
 as applied and writes only the difference. Any failure raises; the proxier then re-reads the maps and does a full sync.
 """
