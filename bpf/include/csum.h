@@ -39,7 +39,7 @@ static __always_inline __u16 bpx_csum_replace4(__u16 check, __be32 from, __be32 
 /* offset of the L4 checksum of p's packet (tcp or udp) */
 static __always_inline __u32 l4_csum_off(const struct pkt *p)
 {
-	return p->l4_off + (p->proto == IPPROTO_TCP ? offsetof(struct tcphdr, check) : offsetof(struct udphdr, check));
+	return p->l4_off + (p->proto == IPPROTO_TCP ? offsetof(struct bpx_tcphdr, check) : offsetof(struct udphdr, check));
 }
 
 /* flags for bpf_l4_csum_replace: a zero udp checksum means "none" and must stay zero */

@@ -15,7 +15,7 @@ static __always_inline int dnat_pkt(struct __sk_buff *skb, const struct pkt *p, 
 		return res;
 	if (rewrite_addr(skb, p, IP_DADDR_OFF, p->daddr, addr))
 		return -1;
-	return rewrite_port(skb, p, p->l4_off + offsetof(struct tcphdr, dest), p->dport, port);
+	return rewrite_port(skb, p, p->l4_off + offsetof(struct bpx_tcphdr, dest), p->dport, port);
 }
 
 /* rewrite p's source back to the frontend addr:port (a later fragment: the address only); negative on failure */
@@ -27,7 +27,7 @@ static __always_inline int revnat_pkt(struct __sk_buff *skb, const struct pkt *p
 		return res;
 	if (rewrite_addr(skb, p, IP_SADDR_OFF, p->saddr, addr))
 		return -1;
-	return rewrite_port(skb, p, p->l4_off + offsetof(struct tcphdr, source), p->sport, port);
+	return rewrite_port(skb, p, p->l4_off + offsetof(struct bpx_tcphdr, source), p->sport, port);
 }
 
 #endif /* BPFPROXY_NAT_H */

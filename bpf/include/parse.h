@@ -4,11 +4,9 @@
 
 #include <uapi/linux/bpf.h>
 #include <uapi/linux/if_ether.h>
-#include <uapi/linux/in.h>
 #include <uapi/linux/ip.h>
-#include <uapi/linux/tcp.h>
 #include <uapi/linux/udp.h>
-#include <uapi/linux/icmp.h>
+#include "proto.h"
 
 /* host <-> network byte order for constants and fields (little- and big-endian hosts) */
 #if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
@@ -117,7 +115,7 @@ static __always_inline int parse_pkt(struct __sk_buff *skb, struct pkt *p)
 		p->frag = PKT_FRAG_FIRST;
 	l4 = data + IP_OFF + ip_len;
 	if (p->proto == IPPROTO_TCP) {
-		struct tcphdr *th = l4;
+		struct bpx_tcphdr *th = l4;
 
 		if ((void *)(th + 1) > data_end || th->doff < 5 || th->doff * 4 > p->tot_len - ip_len)
 			return PARSE_BAD;
@@ -132,7 +130,7 @@ static __always_inline int parse_pkt(struct __sk_buff *skb, struct pkt *p)
 		p->sport = uh->source;
 		p->dport = uh->dest;
 	} else if (p->proto == IPPROTO_ICMP) {
-		struct icmphdr *ih = l4;
+		struct bpx_icmphdr *ih = l4;
 
 		if ((void *)(ih + 1) > data_end)
 			return PARSE_BAD;

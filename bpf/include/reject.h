@@ -5,8 +5,6 @@
 #include <uapi/linux/bpf.h>
 #include <uapi/linux/if_ether.h>
 #include <uapi/linux/ip.h>
-#include <uapi/linux/tcp.h>
-#include <uapi/linux/icmp.h>
 #include "consts.h"
 #include "parse.h"
 #include "csum.h"
@@ -14,11 +12,11 @@
 /* ttl of the replies we build */
 #define REJECT_TTL 64
 /* length of a tcp reset we send: eth + ip without options + tcp without options */
-#define RST_LEN (ETH_HLEN + sizeof(struct iphdr) + sizeof(struct tcphdr))
+#define RST_LEN (ETH_HLEN + sizeof(struct iphdr) + sizeof(struct bpx_tcphdr))
 /* bytes an icmp error quotes at most: the offending ip header with options + 8 bytes of its payload */
 #define ICMP_QUOTE_MAX (60 + 8)
 /* bytes inserted in front of the offending packet for the icmp error: ip + icmp header */
-#define ICMP_ERR_ROOM (sizeof(struct iphdr) + sizeof(struct icmphdr))
+#define ICMP_ERR_ROOM (sizeof(struct iphdr) + sizeof(struct bpx_icmphdr))
 
 /* tcp/ip pseudo header for the tcp checksum */
 struct pseudo_hdr {
@@ -59,7 +57,7 @@ static __always_inline int fill_reply_eth(struct __sk_buff *skb, struct ethhdr *
 /* turn the tcp segment in skb into the reset RFC 793 prescribes, from the frontend back to the client */
 static __always_inline __u32 reject_tcp(struct __sk_buff *skb, const struct pkt *p)
 {
-	struct tcphdr orig, th = {};
+	struct bpx_tcphdr orig, th = {};
 	struct ethhdr eth;
 	struct iphdr ip;
 	struct pseudo_hdr ph = {};
@@ -103,7 +101,7 @@ static __always_inline __u32 reject_tcp(struct __sk_buff *skb, const struct pkt 
 static __always_inline __u32 reject_icmp(struct __sk_buff *skb, const struct pkt *p)
 {
 	__u8 quote[ICMP_QUOTE_MAX] = {};
-	struct icmphdr ih = {};
+	struct bpx_icmphdr ih = {};
 	struct ethhdr eth;
 	struct iphdr ip;
 	__u32 avail = p->tot_len - p->ip_len;
