@@ -115,7 +115,8 @@ def _run(config: AgentConfig, compiling: PendingDatapath) -> int:
         service_cidrs=config.service_cidrs,
         nodeport_addresses=config.nodeport_addresses,
     )
-    # start_compile pinned every map before bcc began: the proxier writes them while it compiles
+    # start_compile pins every map before bcc begins: the proxier writes them while it compiles
+    compiling.maps_ready()
     maps = DatapathMaps(config.pin_dir, settings.size_defines())
     try:
         maps.set_service_cidrs(config.service_cidrs)

@@ -19,6 +19,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -169,13 +170,13 @@ def load_datapath(pin_dir: str, settings: DatapathSettings | None = None, *, in_
     if not in_process:
         return start_compile(pin_dir, settings).result()
     _prepare(pin_dir, settings)
+    _create_maps(pin_dir, settings)
     bpf, fds, elapsed = compile_in_process(pin_dir, settings)
     return _loaded_now(Datapath(bpf, fds, pin_dir, settings, elapsed, table_layouts(bpf)), "process")
 
 
 def _prepare(pin_dir: str, settings: DatapathSettings) -> None:
-    """What must hold before bcc runs: kernel headers, bpffs mounted, pinned maps of the right shape,
-    and every map pinned (created here when missing, so that they can be written while bcc compiles)."""
+    """What must hold before bcc runs: kernel headers, bpffs mounted, pinned maps of the right shape."""
     if not os.path.isdir(kernel_headers_dir()):
         raise DatapathBuildError(
             f"no kernel headers at {kernel_headers_dir()}: run 'make setup' (it links Debian's "
@@ -183,6 +184,10 @@ def _prepare(pin_dir: str, settings: DatapathSettings) -> None:
         )
     ensure_bpffs(pin_dir)
     check_pinned_shapes(pin_dir, settings)
+
+
+def _create_maps(pin_dir: str, settings: DatapathSettings) -> None:
+    """Pin every map bcc would create (so that they can be written while it compiles)."""
     made = create_missing(pin_dir, settings.size_defines())
     if made:
         log.info("maps created pin_dir=%s maps=%s", pin_dir, ",".join(made))
@@ -198,9 +203,10 @@ def _loaded_now(dp: Datapath, where: str) -> Datapath:
 
 
 def start_compile(pin_dir: str, settings: DatapathSettings | None = None) -> PendingDatapath:
-    """Check what the build needs, then start the compile child and return at once: the caller does
-    other work (imports, listing the source) while bcc runs, and calls result() when it needs the
-    programs. The agent starts it first thing, so the compile is off its critical path."""
+    """Check what the build needs, then return at once while a thread pins the maps (bcc reuses
+    them) and starts the compile child: the caller does other work (imports, listing the source)
+    meanwhile, calls maps_ready() before it opens the maps and result() when it needs the programs.
+    The agent starts it first thing, so neither is on its critical path."""
     settings = settings or DatapathSettings()
     cached = _loaded.get((pin_dir, settings))
     if cached is not None:
@@ -232,23 +238,36 @@ class PendingDatapath:
         self._proc: subprocess.Popen[bytes] | None = None
         if done is not None:
             return
+        self._failed: BaseException | None = None
+        self._sock, self._theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        self._errors = tempfile.TemporaryFile()  # noqa: SIM115 (closed by _receive or cancel)
+        # creating ~90 MB of preallocated maps takes the kernel ~0.1 s: a thread does it (ctypes lets
+        # go of the GIL in the syscall) and then starts the compile child
+        self._starter = threading.Thread(target=self._start, name="compile-start", daemon=True)
+        self._starter.start()
+
+    def _start(self) -> None:
         from bpfproxy.loader.compile_child import settings_to_json
 
-        request = json.dumps({"pin_dir": pin_dir, "settings": settings_to_json(settings)})
-        self._sock, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        self._errors = tempfile.TemporaryFile()  # noqa: SIM115 (closed by _receive or cancel)
+        request = json.dumps({"pin_dir": self.pin_dir, "settings": settings_to_json(self.settings)})
         try:
+            _create_maps(self.pin_dir, self.settings)
             self._proc = subprocess.Popen(
-                [sys.executable, "-m", "bpfproxy.loader.compile_child", "--fd", str(theirs.fileno()),
+                [sys.executable, "-m", "bpfproxy.loader.compile_child", "--fd", str(self._theirs.fileno()),
                  "--request", request],
-                pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL, stdout=self._errors, stderr=self._errors,
+                pass_fds=(self._theirs.fileno(),), stdin=subprocess.DEVNULL, stdout=self._errors, stderr=self._errors,
             )  # fmt: skip
-        except BaseException:
-            self._sock.close()
-            self._errors.close()
-            raise
+        except BaseException as e:  # raised to the caller by maps_ready() / result()
+            self._failed = e
         finally:
-            theirs.close()
+            self._theirs.close()
+
+    def maps_ready(self) -> None:
+        """Wait until every map is pinned; raises what creating them (or starting bcc) failed with."""
+        if self._done is None:
+            self._starter.join()
+            if self._failed is not None:
+                raise self._failed
 
     def result(self) -> Datapath:
         """The loaded programs (waits for the child); raises DatapathBuildError when it failed."""
@@ -258,16 +277,19 @@ class PendingDatapath:
 
     def cancel(self) -> None:
         """Stop the compile (the caller gave up before result()); no-op when it is done."""
-        if self._done is None and self._proc is not None:
-            self._proc.kill()
-            self._proc.wait()
+        if self._done is None:
+            self._starter.join()
+            if self._proc is not None:
+                self._proc.kill()
+                self._proc.wait()
+                self._proc = None
             self._sock.close()
             self._errors.close()
-            self._proc = None
 
     def _receive(self) -> Datapath:
         from bpfproxy.loader.compile_child import KEY_PROGRAMS
 
+        self.maps_ready()
         proc = self._proc
         if proc is None:
             raise DatapathBuildError("the compile was cancelled")
