@@ -65,3 +65,23 @@ def test_the_datapath_is_compiled_outside_this_process(datapath) -> None:  # typ
     assert datapath.bpf is None and datapath.compiler_peak_rss_kib > 0
     names = {bpfsys.prog_info(fd).name for fd in datapath.prog_fds.values()}
     assert names == {PROG_FROM_POD, PROG_TO_POD}
+
+
+def test_a_cancelled_compile_leaves_no_process_and_keeps_the_pinned_maps() -> None:
+    """The agent starts the compile first and cancels it when it gives up early (a bad kubeconfig):
+    the child is gone, the maps it pinned meanwhile stay (a later start reuses them)."""
+    from bpfproxy.loader.build import start_compile
+
+    pin_dir = f"/sys/fs/bpf/bpxtest-cancel-{os.getpid()}"
+    try:
+        pending = start_compile(pin_dir, DatapathSettings(lb_map_max=1024, backend_map_max=1024, ct_map_max=1024))
+        pending.maps_ready()
+        assert os.path.exists(os.path.join(pin_dir, SVC.name))
+        pid = pending._proc.pid if pending._proc else 0
+        assert pid and os.path.exists(f"/proc/{pid}")
+        pending.cancel()
+        assert not os.path.exists(f"/proc/{pid}")
+        with pytest.raises(DatapathBuildError, match="cancelled"):
+            pending.result()
+    finally:
+        shutil.rmtree(pin_dir, ignore_errors=True)
