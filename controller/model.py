@@ -325,6 +325,154 @@ def _metadata(ctx: _Ctx, obj: Any) -> Mapping[str, Any]:
 
 def parse_service(obj: Mapping[str, Any]) -> Service:
     """A Service from its dict form; raises BadObject naming the service and the reason."""
+    if type(obj) is dict:
+        svc = _service_fast(obj)
+        if svc is not None:
+            return svc
+    return _service_general(obj)
+
+
+_FAST_TYPES = {"ClusterIP": "ClusterIP", "NodePort": "NodePort", "LoadBalancer": "LoadBalancer"}
+_FAST_PROTOCOLS = {p: p for p in PROTOCOLS}
+_FAST_AFFINITIES = {"None": "None", "ClientIP": "ClientIP"}
+_FAST_POLICIES = {"Cluster": "Cluster", "Local": "Local"}
+
+
+def _service_fast(obj: dict[str, Any]) -> Service | None:
+    """The Service of the common shape (plain dicts, canonical IPv4 cluster IPs, int ports and target
+    ports or named target ports, no external IPs / load-balancer fields, not ExternalName), or None on
+    anything else, including every error: `_service_general` then parses it and names the field.
+    Builds no error-location strings and calls few helpers: this runs 10k times on a cold list."""
+    meta = obj.get("metadata")
+    spec = obj.get("spec")
+    if type(meta) is not dict or type(spec) is not dict:
+        return None
+    name = meta.get("name")
+    namespace = meta.get("namespace")
+    if type(name) is not str or not name:
+        return None
+    if not namespace:
+        namespace = "default"
+    elif type(namespace) is not str:
+        return None
+    status = obj.get("status")
+    if status is not None:
+        if type(status) is not dict:
+            return None
+        lb = status.get("loadBalancer")
+        if lb is not None and (type(lb) is not dict or lb):
+            return None
+    external = spec.get("externalIPs")
+    ranges = spec.get("loadBalancerSourceRanges")
+    if (external is not None and (type(external) is not list or external)) or (
+        ranges is not None and (type(ranges) is not list or ranges)
+    ):
+        return None
+
+    raw_type = spec.get("type") or "ClusterIP"
+    svc_type = _FAST_TYPES.get(raw_type) if type(raw_type) is str else None
+    raw_affinity = spec.get("sessionAffinity") or "None"
+    affinity = _FAST_AFFINITIES.get(raw_affinity) if type(raw_affinity) is str else None
+    raw_policy = spec.get("externalTrafficPolicy") or "Cluster"
+    external_policy = _FAST_POLICIES.get(raw_policy) if type(raw_policy) is str else None
+    raw_policy = spec.get("internalTrafficPolicy") or "Cluster"
+    internal_policy = _FAST_POLICIES.get(raw_policy) if type(raw_policy) is str else None
+    if svc_type is None or affinity is None or external_policy is None or internal_policy is None:
+        return None
+    timeout = DEFAULT_AFFINITY_TIMEOUT
+    cfg = spec.get("sessionAffinityConfig")
+    if cfg is not None:
+        if type(cfg) is not dict:
+            return None
+        client_ip = cfg.get("clientIP")
+        if client_ip is not None:
+            if type(client_ip) is not dict:
+                return None
+            timeout = client_ip.get("timeoutSeconds", DEFAULT_AFFINITY_TIMEOUT)
+            if type(timeout) is not int or not 1 <= timeout <= 86400:
+                return None
+
+    raw_ips = spec.get("clusterIPs")
+    if raw_ips is None:
+        raw_ips = []
+    elif type(raw_ips) is not list:
+        return None
+    if not raw_ips:
+        single = spec.get("clusterIP")
+        if single:
+            raw_ips = [single]
+    headless = "None" in raw_ips
+    cluster_ips: tuple[str, ...] = ()
+    if not headless and raw_ips:
+        for ip in raw_ips:
+            if type(ip) is not str or not _CANONICAL_QUAD.fullmatch(ip):
+                return None
+        cluster_ips = tuple(raw_ips)
+
+    raw_ports = spec.get("ports")
+    ports: tuple[ServicePort, ...] = ()
+    if raw_ports is not None:
+        if type(raw_ports) is not list:
+            return None
+        several = len(raw_ports) > 1
+        out: list[ServicePort] = []
+        seen: set[tuple[str, str]] = set()
+        for raw in raw_ports:
+            if type(raw) is not dict:
+                return None
+            port_name = raw.get("name")
+            if not port_name:
+                if several:
+                    return None
+                port_name = ""
+            elif type(port_name) is str:
+                port_name = _intern(port_name)
+            else:
+                return None
+            port = raw.get("port")
+            if type(port) is not int or not 1 <= port <= 65535:
+                return None
+            raw_proto = raw.get("protocol")
+            proto = "TCP" if raw_proto is None else _FAST_PROTOCOLS.get(raw_proto) if type(raw_proto) is str else None
+            if proto is None:
+                return None
+            pair = (port_name, proto)
+            if pair in seen:
+                return None
+            seen.add(pair)
+            target = raw.get("targetPort")
+            if target is None or target == "":
+                target = port
+            elif type(target) is int:
+                if not 1 <= target <= 65535:
+                    return None
+            elif type(target) is str and not target.isdigit():
+                target = _intern(target)
+            else:
+                return None
+            node_port = raw.get("nodePort")
+            if node_port is not None and (type(node_port) is not int or not 1 <= node_port <= 65535):
+                return None
+            out.append(ServicePort(port_name, proto, port, target, node_port))
+        ports = tuple(out)
+
+    labels = meta.get("labels")
+    if not labels:
+        if labels is not None and type(labels) is not dict:
+            return None
+        label_map = _EMPTY_MAP
+    elif type(labels) is dict:
+        label_map = {_intern(str(k)): _intern(str(v)) for k, v in labels.items()}
+    else:
+        return None
+    return Service(
+        _intern(namespace), name, svc_type, cluster_ips, headless, ports, affinity, timeout, (), (), (),
+        external_policy, internal_policy, label_map, "",
+    )
+
+
+def _service_general(obj: Mapping[str, Any]) -> Service:
+    """parse_service for any shape: every check, errors naming the field."""
     ctx = _Ctx("Service", obj)
     meta = _metadata(ctx, obj)
     spec = _mapping(ctx, obj.get("spec"), "spec")
@@ -493,6 +641,8 @@ _OCTET = "(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
 _QUAD = rf"{_OCTET}\.{_OCTET}\.{_OCTET}\.{_OCTET}"
 #: canonical dotted quads, one per line: exactly the strings that round-trip through inet_pton/inet_ntop
 _CANONICAL_QUADS = re.compile(rf"(?:{_QUAD}\n)*{_QUAD}")
+#: one canonical dotted quad
+_CANONICAL_QUAD = re.compile(_QUAD)
 
 
 def _columns_fast(raws: list[Any]) -> _Columns | None:
