@@ -19,7 +19,7 @@ import gc
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -193,6 +193,27 @@ class Proxier:
         if full:
             self.request_full_sync()
         elif changed:
+            self._queue()
+
+    def on_objects(self, kind: str, items: Sequence[tuple[str, dict[str, Any]]]) -> None:
+        """on_object for each (key, obj) of one kind (a list page), with the lock taken, the change
+        counter incremented and a sync requested once for the whole batch."""
+        if kind == KIND_SERVICE:
+            update, counter = self.services.update, self.metrics.service_changes if self.metrics else None
+        elif kind == KIND_ENDPOINT_SLICE:
+            update, counter = self.slices.update, self.metrics.endpoint_changes if self.metrics else None
+        else:
+            for key, obj in items:
+                self.on_object(kind, key, obj)
+            return
+        changed = 0
+        with self._lock:
+            for key, obj in items:
+                if update(key, obj):
+                    changed += 1
+            if changed and counter is not None:
+                counter.inc(changed)
+        if changed:
             self._queue()
 
     def on_synced(self, kind: str) -> None:

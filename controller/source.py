@@ -8,6 +8,7 @@ first complete list of a kind is in.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Protocol
 
 #: kind of v1 Service objects
@@ -36,6 +37,24 @@ class SourceHandler(Protocol):
 
     def on_synced(self, kind: str) -> None:
         """The first complete list of `kind` has been delivered through on_object."""
+
+
+class BatchSourceHandler(SourceHandler, Protocol):
+    """A SourceHandler that also takes a page of listed objects in one call (optional: see report_objects)."""
+
+    def on_objects(self, kind: str, items: Sequence[tuple[str, dict[str, Any]]]) -> None:
+        """Exactly on_object(kind, key, obj) for each (key, obj) in order, at a lower cost per object."""
+
+
+def report_objects(handler: SourceHandler, kind: str, items: Sequence[tuple[str, dict[str, Any]]]) -> None:
+    """Hand listed objects (key, obj) of one kind to handler: one on_objects call when the handler has
+    that method (a BatchSourceHandler), else on_object for each."""
+    batch = getattr(handler, "on_objects", None)
+    if batch is not None:
+        batch(kind, items)
+        return
+    for key, obj in items:
+        handler.on_object(kind, key, obj)
 
 
 def object_key(obj: dict[str, Any]) -> str | None:

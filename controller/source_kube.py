@@ -31,6 +31,7 @@ from bpfproxy.controller.source import (
     KIND_SERVICE,
     SourceHandler,
     object_key,
+    report_objects,
 )
 
 log = logging.getLogger(__name__)
@@ -337,7 +338,7 @@ class _KindWatcher:
 
     def _report_items(self, items: Any, seen: dict[str, str]) -> None:
         kind, api_version, known = self.spec.kind, self.api_version, self.known
-        handler = self.source.handler
+        batch: list[tuple[str, dict[str, Any]]] = []
         with self.source.lock, _gc_paused():
             for obj in items:
                 if not isinstance(obj, dict):
@@ -352,7 +353,9 @@ class _KindWatcher:
                 seen[key] = rv
                 if rv and known.get(key) == rv:
                     continue
-                handler.on_object(kind, key, obj)
+                batch.append((key, obj))
+            if batch:
+                report_objects(self.source.handler, kind, batch)
 
     # watch
 
