@@ -585,6 +585,97 @@ def _service_general(obj: Mapping[str, Any]) -> Service:
 
 def parse_endpoint_slice(obj: Mapping[str, Any]) -> EndpointSlice:
     """An EndpointSlice from its dict form; raises BadObject naming the slice and the reason."""
+    if type(obj) is dict:
+        sl = _slice_fast(obj)
+        if sl is not None:
+            return sl
+    return _slice_general(obj)
+
+
+#: (name, protocol, port) of each port of a slice -> the shared EndpointPort tuple (bounded like _shared)
+_slice_ports: dict[tuple[tuple[str, str, int | None], ...], tuple[EndpointPort, ...]] = {}
+
+
+def _slice_fast(obj: dict[str, Any]) -> EndpointSlice | None:
+    """The EndpointSlice of the common shape (plain dicts, IPv4, string labels, ports with string or
+    absent name and protocol and int or absent port, endpoints `_columns_fast` takes), or None on
+    anything else, including every error: `_slice_general` then parses it and names the field.
+    No error context, no label map (only the service-name label is kept), ports from a cache."""
+    meta = obj.get("metadata")
+    if type(meta) is not dict or obj.get("addressType") != "IPv4":
+        return None
+    name = meta.get("name")
+    namespace = meta.get("namespace")
+    if type(name) is not str or not name:
+        return None
+    if not namespace:
+        namespace = "default"
+    elif type(namespace) is not str:
+        return None
+    labels = meta.get("labels")
+    if labels is None:
+        service_name = ""
+    elif type(labels) is dict:
+        service_name = labels.get(SERVICE_NAME_LABEL, "")
+        if type(service_name) is not str:
+            return None
+    else:
+        return None
+    annotations = meta.get("annotations")
+    if not annotations:
+        if annotations is not None and type(annotations) is not dict:
+            return None
+        annotation_map = _EMPTY_MAP
+    elif type(annotations) is dict:
+        annotation_map = {_intern(str(k)): _intern(str(v)) for k, v in annotations.items()}
+    else:
+        return None
+
+    raw_ports = obj.get("ports")
+    ports: tuple[EndpointPort, ...] = ()
+    if raw_ports is not None:
+        if type(raw_ports) is not list:
+            return None
+        triples: list[tuple[str, str, int | None]] = []
+        for raw in raw_ports:
+            if type(raw) is not dict:
+                return None
+            port_name = raw.get("name") or ""
+            raw_proto = raw.get("protocol")
+            proto = "TCP" if raw_proto is None else _FAST_PROTOCOLS.get(raw_proto) if type(raw_proto) is str else None
+            number = raw.get("port")
+            if type(port_name) is not str or proto is None or (
+                number is not None and (type(number) is not int or not 1 <= number <= 65535)
+            ):
+                return None
+            triples.append((port_name, proto, number))
+        key = tuple(triples)
+        cached = _slice_ports.get(key)
+        if cached is None:
+            cached = _share(tuple(EndpointPort(_intern(n), p, number) for n, p, number in key))
+            if len(_slice_ports) >= SHARE_CACHE_MAX:
+                _slice_ports.clear()
+            _slice_ports[key] = cached
+        ports = cached
+
+    raws = obj.get("endpoints")
+    if raws is None:
+        raws = []
+    elif type(raws) is not list:
+        return None
+    columns = _columns_fast(raws)
+    if columns is None:
+        return None
+    addresses, conds, nodes, zones, hints, all_addresses = columns
+    return EndpointSlice(
+        _intern(namespace), name, _intern(service_name) if service_name else "", "IPv4", ports, addresses,
+        _share(conds), _share(nodes) if any(nodes) else (), _share(zones) if any(zones) else (), hints,
+        all_addresses, annotation_map,
+    )
+
+
+def _slice_general(obj: Mapping[str, Any]) -> EndpointSlice:
+    """parse_endpoint_slice for any shape: every check, errors naming the field."""
     ctx = _Ctx("EndpointSlice", obj)
     meta = _metadata(ctx, obj)
     labels = _str_map(ctx, meta.get("labels"), "metadata.labels")
