@@ -337,6 +337,8 @@ class _KindWatcher:
                 self.source.handler.on_synced(self.spec.kind)
 
     def _report_items(self, items: Any, seen: dict[str, str]) -> None:
+        """One list page: note each object's key and resourceVersion in seen, and hand the new or
+        changed ones to the handler in one batch (source.report_objects)."""
         kind, api_version, known = self.spec.kind, self.api_version, self.known
         batch: list[tuple[str, dict[str, Any]]] = []
         with self.source.lock, _gc_paused():
