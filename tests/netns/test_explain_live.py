@@ -8,6 +8,7 @@ backend within the computed set, and no conntrack or affinity entry left behind.
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -101,12 +102,14 @@ def test_live_keeps_existing_affinity(datapath: Any, maps: Any, node: Node) -> N
     (backend_id,) = [k.value for k, v in maps.backend.items()
                      if f"{v.addr & 0xFF}.{v.addr >> 8 & 0xFF}.{v.addr >> 16 & 0xFF}.{v.addr >> 24}"
                      == (first.backend or "").split(":")[0]]
-    maps.affinity.put(key, AffinityVal(last_used=1, backend_id=backend_id))
+    # used now (bpf_ktime_get_ns is CLOCK_MONOTONIC): a fixed stamp expires once the uptime passes the timeout
+    stamp = time.monotonic_ns()
+    maps.affinity.put(key, AffinityVal(last_used=stamp, backend_id=backend_id))
     with in_netns(node.ns):
         again = run_live(datapath.pin_dir, CLIENT, "10.96.0.10", 80, "tcp")
     assert again.backend == first.backend and again.reason == "fwd_affinity"
     kept = maps.affinity.get(key)
-    assert kept is not None and (kept.last_used, kept.backend_id) == (1, backend_id)
+    assert kept is not None and (kept.last_used, kept.backend_id) == (stamp, backend_id)
     assert list(maps.ct.keys()) == []
 
 
