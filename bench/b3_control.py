@@ -805,7 +805,7 @@ def plot(rows: Sequence[Row], stem: Path) -> list[Path]:
 def config(quick: bool) -> B3Config:
     """The B3 settings of `make bench-quick` (quick) or `make bench`."""
     if quick:
-        return B3Config(services=10000, cold_sizes=(1000, 10000), cold_repeats=2, changes=50, changes_default=10,
+        return B3Config(services=10000, cold_sizes=(1000, 10000), cold_repeats=5, changes=50, changes_default=10,
                         rule_sizes=(1000,), rule_repeats=3)  # fmt: skip
-    return B3Config(services=10000, cold_sizes=(1000, 10000), cold_repeats=5, changes=200, changes_default=60,
+    return B3Config(services=10000, cold_sizes=(1000, 10000), cold_repeats=9, changes=200, changes_default=60,
                     rule_sizes=(1000, 10000), rule_repeats=3)  # fmt: skip
