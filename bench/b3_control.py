@@ -729,8 +729,8 @@ def targets(rows: Sequence[Row]) -> list[Any]:
     total = _get(rows, "bpfproxy", n, "cold_start_s.p50")
     if total is not None:
         control = _get(rows, "bpfproxy", n, "cold_control_s.p50") or 0.0
-        p99 = _get(rows, "bpfproxy", n, "cold_start_s.p99") or 0.0
-        parts = (f"p50 {total:.2f} s, p99 {p99:.2f} s from process start to agent ready; medians of the phases: "
+        cold99 = _get(rows, "bpfproxy", n, "cold_start_s.p99") or 0.0
+        parts = (f"p50 {total:.2f} s, p99 {cold99:.2f} s from process start to agent ready; medians of the phases: "
                  f"datapath compile/load {_get(rows, 'bpfproxy', n, 'cold_datapath_s.p50') or 0:.2f} s (in parallel), "
                  f"kube source started after {_get(rows, 'bpfproxy', n, 'cold_before_source_s.p50') or 0:.2f} s, "
                  f"control plane {control:.2f} s (list {_get(rows, 'bpfproxy', n, 'cold_list_s.p50') or 0:.2f} s, "
