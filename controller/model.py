@@ -338,6 +338,20 @@ _FAST_AFFINITIES = {"None": "None", "ClientIP": "ClientIP"}
 _FAST_POLICIES = {"Cluster": "Cluster", "Local": "Local"}
 
 
+def _plain_identity(meta: dict[str, Any]) -> tuple[str, str] | None:
+    """(namespace, name) of plain metadata ("default" when no namespace), or None when the name is
+    missing or either is not a string: the fast paths then leave the object to the general ones."""
+    name = meta.get("name")
+    namespace = meta.get("namespace")
+    if type(name) is not str or not name:
+        return None
+    if not namespace:
+        return "default", name
+    if type(namespace) is not str:
+        return None
+    return namespace, name
+
+
 def _service_fast(obj: dict[str, Any]) -> Service | None:
     """The Service of the common shape (plain dicts, canonical IPv4 cluster IPs, int ports and target
     ports or named target ports, no external IPs / load-balancer fields, not ExternalName), or None on
@@ -347,14 +361,10 @@ def _service_fast(obj: dict[str, Any]) -> Service | None:
     spec = obj.get("spec")
     if type(meta) is not dict or type(spec) is not dict:
         return None
-    name = meta.get("name")
-    namespace = meta.get("namespace")
-    if type(name) is not str or not name:
+    ident = _plain_identity(meta)
+    if ident is None:
         return None
-    if not namespace:
-        namespace = "default"
-    elif type(namespace) is not str:
-        return None
+    namespace, name = ident
     status = obj.get("status")
     if status is not None:
         if type(status) is not dict:
@@ -604,14 +614,10 @@ def _slice_fast(obj: dict[str, Any]) -> EndpointSlice | None:
     meta = obj.get("metadata")
     if type(meta) is not dict or obj.get("addressType") != "IPv4":
         return None
-    name = meta.get("name")
-    namespace = meta.get("namespace")
-    if type(name) is not str or not name:
+    ident = _plain_identity(meta)
+    if ident is None:
         return None
-    if not namespace:
-        namespace = "default"
-    elif type(namespace) is not str:
-        return None
+    namespace, name = ident
     labels = meta.get("labels")
     if labels is None:
         service_name = ""
