@@ -1,10 +1,12 @@
 """Compile the C datapath with bcc once per process, with sizes and features as -D flags.
 
-Place in the data flow: the agent (and the BPF tests) call `load_datapath` once; it makes sure
-bpffs is mounted, checks the shape of maps already pinned (bcc reuses a pinned map blindly), then
-compiles bpf/bpf_tc.c, which creates or reuses the pinned maps: by default in a short-lived child
-(loader.compile_child) that passes the program fds back over a UNIX socket, so bcc/LLVM's memory
-never stays in the agent. The compiled map layouts are checked against loader.structs.
+Place in the data flow: the agent calls `start_compile` first thing (the BPF tests call
+`load_datapath`, which is start_compile(...).result()). It makes sure bpffs is mounted and checks
+the shape of maps already pinned (bcc reuses a pinned map blindly); then a thread pins the missing
+maps itself (loader.mapcreate, as bcc would make them) and starts a short-lived child
+(loader.compile_child) that compiles bpf/bpf_tc.c against them and passes the program fds back
+over a UNIX socket, so bcc/LLVM's memory never stays in the agent, and the agent can write the
+maps while bcc compiles. The compiled map layouts are checked against loader.structs.
 loader.attach hangs the returned program fds on devices; loader.maps opens the same maps by path.
 """
 

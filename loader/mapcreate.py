@@ -17,7 +17,7 @@ import re
 from functools import cache
 
 from bpfproxy.loader import bpfsys
-from bpfproxy.loader.maps import _KIND_TYPE, ALL_MAPS, MapSpec
+from bpfproxy.loader.maps import ALL_MAPS, KIND_TYPES, MapSpec
 from bpfproxy.loader.structs import BPF_DIR, VERDICT_COUNT, c_define
 
 #: BPF_MAP_CREATE (bpf() command)
@@ -91,7 +91,7 @@ def create_missing(pin_dir: str, sizes: dict[str, int]) -> list[str]:
         if spec.kind.startswith("percpu"):
             value_size = (value_size + 7) & ~7  # as bcc declares per-CPU values: 8-byte aligned
         attr = _MapCreateAttr(
-            map_type=_KIND_TYPE[spec.kind],
+            map_type=KIND_TYPES[spec.kind],
             key_size=ct.sizeof(spec.key),
             value_size=value_size,
             max_entries=max_entries(spec, sizes),

@@ -88,7 +88,8 @@ ALL_MAPS: tuple[MapSpec, ...] = (
 #: pin names of earlier layouts: never opened, only removed by cleanup
 RETIRED_MAP_NAMES: tuple[str, ...] = ("bpx_verdict_v1",)
 
-_KIND_TYPE = {"hash": 1, "array": 2, "percpu_array": 6, "lru_hash": 9, "lpm_trie": 11}
+#: kernel map type number of each bcc table kind of MapSpec.kind
+KIND_TYPES = {"hash": 1, "array": 2, "percpu_array": 6, "lru_hash": 9, "lpm_trie": 11}
 
 #: map types read with BPF_MAP_LOOKUP_BATCH (hash, array, lru_hash); the others are walked key by key
 _BATCH_READ_TYPES = {1, 2, 9}
@@ -309,7 +310,7 @@ def _at(buf: ct.Array[ct.c_char], offset: int, length: int) -> ct.Array[ct.c_cha
 
 def check_shape(path: str, spec: MapSpec, info: bpfsys.MapInfo, max_entries: int | None) -> None:
     """Raise MapShapeError when a pinned map does not have the shape this program expects."""
-    want_type = _KIND_TYPE[spec.kind]
+    want_type = KIND_TYPES[spec.kind]
     problems = []
     if info.type != want_type:
         have = bpfsys.MAP_TYPE_NAMES.get(info.type, str(info.type))
