@@ -85,6 +85,7 @@ def run_agent(config: AgentConfig, compiling: PendingDatapath | None = None) -> 
         return _run(config, compiling)
     finally:
         compiling.cancel()  # a no-op once the programs were received
+        gc.enable()  # the CLI pauses it over the imports; _run enables it once started (an early return did not)
 
 
 def _run(config: AgentConfig, compiling: PendingDatapath) -> int:

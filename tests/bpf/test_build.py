@@ -85,3 +85,18 @@ def test_a_cancelled_compile_leaves_no_process_and_keeps_the_pinned_maps() -> No
             pending.result()
     finally:
         shutil.rmtree(pin_dir, ignore_errors=True)
+
+
+def test_agent_on_maps_of_another_build_exits_with_the_message(datapath, capsys) -> None:  # type: ignore[no-untyped-def]
+    """The session's maps have the default capacities: an agent asked for others stops before
+    anything starts, with one line naming the map and the fix (no traceback)."""
+    import gc
+
+    from bpfproxy.cli import main
+
+    code = main(["agent", "--source", "file:/nonexistent", "--pin-dir", datapath.pin_dir, "--lb-map-max", "1024",
+                 "--metrics-bind-address", "", "--healthz-bind-address", ""])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 1 and gc.isenabled()
+    assert "bpx_svc_v1 has capacity 262144, expected 1024" in err and "bpfproxy cleanup" in err
+    assert "Traceback" not in err
