@@ -18,6 +18,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from types import FrameType
+from typing import TYPE_CHECKING
 
 from bpfproxy.controller.health import ProxierHealth, serve_endpoints
 from bpfproxy.controller.metrics import HttpServer, ProxierMetrics, svcstat_reader
@@ -27,10 +28,12 @@ from bpfproxy.controller.source_file import FileSource
 from bpfproxy.controller.source_kube import KubeSource, new_api_client
 from bpfproxy.controller.sync import MapsWriter
 from bpfproxy.controller.translate import NodeConfig
-from bpfproxy.loader.attach import Attacher
 from bpfproxy.loader.build import DatapathSettings, PendingDatapath, start_compile
-from bpfproxy.loader.devices import DeviceWatcher
 from bpfproxy.loader.maps import DatapathMaps
+
+if TYPE_CHECKING:
+    from bpfproxy.loader.attach import Attacher
+    from bpfproxy.loader.devices import DeviceWatcher
 
 log = logging.getLogger("bpfproxy.agent")
 
@@ -158,6 +161,11 @@ def _run(config: AgentConfig, compiling: PendingDatapath) -> int:
     ]
     for t in threads:
         t.start()
+    # pyroute2 (~0.1 s to import) is loaded only now: nothing before attaching needs it, and the
+    # import overlaps the list's waits for the API server instead of delaying the list's start
+    from bpfproxy.loader.attach import Attacher
+    from bpfproxy.loader.devices import DeviceWatcher
+
     servers = serve_endpoints(metrics=metrics, health=health, metrics_bind=config.metrics_bind_address,
                               healthz_bind=config.healthz_bind_address)
     try:
