@@ -15,7 +15,6 @@ import gc
 import logging
 import signal
 import threading
-import time
 from dataclasses import dataclass, field
 from types import FrameType
 from typing import TYPE_CHECKING
@@ -211,10 +210,10 @@ def _attach(attacher: Attacher, ifname: str, ifindex: int) -> None:
 
 def _announce_ready(proxier: Proxier, watcher: DeviceWatcher, stop: threading.Event) -> None:
     """Log 'agent ready' once the first sync is written and the devices are attached."""
-    while not stop.is_set():
-        if proxier.counters.syncs > 0 and watcher.synced.is_set():
-            applied = proxier.applied
-            frontends = len(applied.frontends) if applied else 0
-            log.info("agent ready frontends=%d devices=%d", frontends, len(watcher.known()))
-            return
-        time.sleep(0.02)
+    for done in (proxier.first_synced, watcher.synced):
+        while not done.wait(0.1):
+            if stop.is_set():
+                return
+    applied = proxier.applied
+    frontends = len(applied.frontends) if applied else 0
+    log.info("agent ready frontends=%d devices=%d", frontends, len(watcher.known()))

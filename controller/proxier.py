@@ -157,6 +157,8 @@ class Proxier:
             clock=self.clock,
         )
         self._lock = threading.Lock()
+        self.first_synced = threading.Event()
+        """set once the first sync is written (the agent's "ready" waits for it)"""
         self._synced: set[str] = set()
         self._applied: DatapathState | None = None
         self._need_full = True
@@ -369,6 +371,7 @@ class Proxier:
             self.counters.skipped_services = len(desired.skipped)
             duration = self.clock.now() - start
             self.counters.syncs += 1
+            self.first_synced.set()
             self.counters.last_sync_seconds = duration
             self.counters.last_writes = wp.writes()
             self._observe(full=full, duration=duration, writes=wp.writes())
