@@ -326,26 +326,24 @@ def generic_table(rows: Sequence[Row]) -> str:
                       for r in rows])  # fmt: skip
 
 
+def _module_fn(key: str, name: str) -> Any:
+    """The function `name` of benchmark module `key` (its `table` or `targets`), or None."""
+    module = _module(key)
+    return getattr(module, name, None) if module is not None else None
+
+
 def table_of(key: str, rows: Sequence[Row]) -> str:
     """The markdown table of one benchmark: ours for b1/b2/b4, the module's `table(rows)` or a generic one."""
     ours = {"b1": b1_table, "b2": b2_table, "b4": b4_table}
-    if key in ours:
-        return ours[key](rows)
-    module = _module(key)
-    if module is not None and hasattr(module, "table"):
-        return str(module.table(rows))
-    return generic_table(rows)
+    fn = ours.get(key) or _module_fn(key, "table")
+    return str(fn(rows)) if fn is not None else generic_table(rows)
 
 
 def targets_of(key: str, rows: Sequence[Row]) -> list[Target]:
     """The target checks of one benchmark: ours for b1/b2/b4, the module's `targets(rows)` if it has one."""
     ours = {"b1": b1_targets, "b2": b2_targets, "b4": b4_targets}
-    if key in ours:
-        return ours[key](rows)
-    module = _module(key)
-    if module is not None and hasattr(module, "targets"):
-        return list(module.targets(rows))
-    return []
+    fn = ours.get(key) or _module_fn(key, "targets")
+    return list(fn(rows)) if fn is not None else []
 
 
 def render_targets(targets: Sequence[Target]) -> str:

@@ -276,7 +276,6 @@ def cmd_agent(args: argparse.Namespace) -> int:
     """Run the agent until SIGTERM/SIGINT; the datapath stays in place after it."""
     from bpfproxy.loader.build import DatapathSettings, start_compile
 
-
     settings = DatapathSettings(
         lb_map_max=args.lb_map_max,
         backend_map_max=args.backend_map_max,

@@ -255,9 +255,19 @@ def _str_map(ctx: _Ctx, value: Any, where: str) -> Mapping[str, str]:
     """Labels/annotations with interned keys and values: the same few strings repeat over 10k objects
     (and an empty one is one shared read-only mapping)."""
     items = _mapping(ctx, value, where)
-    if not items:
-        return _EMPTY_MAP
+    return _interned_map(items) if items else _EMPTY_MAP
+
+
+def _interned_map(items: Mapping[Any, Any]) -> dict[str, str]:
+    """items with interned string keys and values."""
     return {_intern(str(k)): _intern(str(v)) for k, v in items.items()}
+
+
+def _plain_str_map(value: Any) -> Mapping[str, str] | None:
+    """_str_map for the fast paths: a plain dict or nothing; None (leave it to the general path) otherwise."""
+    if not value:
+        return _EMPTY_MAP if value is None or type(value) is dict else None
+    return _interned_map(value) if type(value) is dict else None
 
 
 _EMPTY_MAP: Mapping[str, str] = MappingProxyType({})
@@ -466,14 +476,8 @@ def _service_fast(obj: dict[str, Any]) -> Service | None:
             out.append(ServicePort(port_name, proto, port, target, node_port))
         ports = tuple(out)
 
-    labels = meta.get("labels")
-    if not labels:
-        if labels is not None and type(labels) is not dict:
-            return None
-        label_map = _EMPTY_MAP
-    elif type(labels) is dict:
-        label_map = {_intern(str(k)): _intern(str(v)) for k, v in labels.items()}
-    else:
+    label_map = _plain_str_map(meta.get("labels"))
+    if label_map is None:
         return None
     return Service(
         _intern(namespace), name, svc_type, cluster_ips, headless, ports, affinity, timeout, (), (), (),
@@ -627,14 +631,8 @@ def _slice_fast(obj: dict[str, Any]) -> EndpointSlice | None:
             return None
     else:
         return None
-    annotations = meta.get("annotations")
-    if not annotations:
-        if annotations is not None and type(annotations) is not dict:
-            return None
-        annotation_map = _EMPTY_MAP
-    elif type(annotations) is dict:
-        annotation_map = {_intern(str(k)): _intern(str(v)) for k, v in annotations.items()}
-    else:
+    annotation_map = _plain_str_map(meta.get("annotations"))
+    if annotation_map is None:
         return None
 
     raw_ports = obj.get("ports")

@@ -176,28 +176,18 @@ class Proxier:
 
     def on_object(self, kind: str, key: str, obj: dict[str, Any] | None) -> None:
         """Record a source event and request a sync when something changed."""
-        full = False
+        if kind in (KIND_SERVICE, KIND_ENDPOINT_SLICE):
+            self.on_objects(kind, ((key, obj),))
+            return
+        if kind != KIND_NODE:
+            log.warning("ignoring object of unknown kind kind=%s key=%s", kind, key)
+            return
         with self._lock:
-            if kind == KIND_SERVICE:
-                changed = self.services.update(key, obj)
-                if changed and self.metrics is not None:
-                    self.metrics.service_changes.inc()
-            elif kind == KIND_ENDPOINT_SLICE:
-                changed = self.slices.update(key, obj)
-                if changed and self.metrics is not None:
-                    self.metrics.endpoint_changes.inc()
-            elif kind == KIND_NODE:
-                changed = False
-                full = self._on_node(key, obj)
-            else:
-                log.warning("ignoring object of unknown kind kind=%s key=%s", kind, key)
-                changed = False
+            full = self._on_node(key, obj)
         if full:
             self.request_full_sync()
-        elif changed:
-            self._queue()
 
-    def on_objects(self, kind: str, items: Sequence[tuple[str, dict[str, Any]]]) -> None:
+    def on_objects(self, kind: str, items: Sequence[tuple[str, dict[str, Any] | None]]) -> None:
         """on_object for each (key, obj) of one kind (a list page), with the lock taken, the change
         counter incremented and a sync requested once for the whole batch."""
         if kind == KIND_SERVICE:

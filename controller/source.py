@@ -39,16 +39,10 @@ class SourceHandler(Protocol):
         """The first complete list of `kind` has been delivered through on_object."""
 
 
-class BatchSourceHandler(SourceHandler, Protocol):
-    """A SourceHandler that also takes a page of listed objects in one call (optional: see report_objects)."""
-
-    def on_objects(self, kind: str, items: Sequence[tuple[str, dict[str, Any]]]) -> None:
-        """Exactly on_object(kind, key, obj) for each (key, obj) in order, at a lower cost per object."""
-
-
 def report_objects(handler: SourceHandler, kind: str, items: Sequence[tuple[str, dict[str, Any]]]) -> None:
-    """Hand listed objects (key, obj) of one kind to handler: one on_objects call when the handler has
-    that method (a BatchSourceHandler), else on_object for each."""
+    """Hand listed objects (key, obj) of one kind to handler: one `on_objects(kind, items)` call when
+    the handler has that optional method (exactly on_object for each, at a lower cost per object, as
+    the proxier does), else on_object for each."""
     batch = getattr(handler, "on_objects", None)
     if batch is not None:
         batch(kind, items)

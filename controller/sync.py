@@ -195,7 +195,7 @@ class MapsWriter:
         if wp.backend_puts:
             m.mark_backend_ports(set(map(_BACKEND_PORT, map(itemgetter(1), wp.backend_puts))))
         if wp.stat_resets:  # per-CPU values: each element is one 8-byte-aligned value per possible CPU
-            per_elem = ((ct.sizeof(m.svcstat.value_type) + 7) & ~7) * bpfsys.possible_cpus()
+            per_elem = m.svcstat.spec.value_size * bpfsys.possible_cpus()
             m.svcstat.put_raw(_u32_array(wp.stat_resets), bytes(per_elem * len(wp.stat_resets)), value_size=per_elem)
         be32 = _memo(socket.inet_aton)
         htons = socket.htons

@@ -87,13 +87,10 @@ def create_missing(pin_dir: str, sizes: dict[str, int]) -> list[str]:
         path = os.path.join(pin_dir, spec.name)
         if os.path.exists(path):
             continue
-        value_size = ct.sizeof(spec.value)
-        if spec.kind.startswith("percpu"):
-            value_size = (value_size + 7) & ~7  # as bcc declares per-CPU values: 8-byte aligned
         attr = _MapCreateAttr(
             map_type=KIND_TYPES[spec.kind],
             key_size=ct.sizeof(spec.key),
-            value_size=value_size,
+            value_size=spec.value_size,
             max_entries=max_entries(spec, sizes),
             map_flags=flags.get(spec.name, 0),
             map_name=spec.name[:_OBJ_NAME_MAX].encode(),

@@ -67,6 +67,12 @@ class MapSpec:
     size_define: str
     """the -D macro that sets max_entries"""
 
+    @property
+    def value_size(self) -> int:
+        """The map's value_size as the kernel has it: per-CPU values are declared 8-byte aligned."""
+        size = ct.sizeof(self.value)
+        return (size + 7) & ~7 if self.kind.startswith("percpu") else size
+
 
 SVC = MapSpec("bpx_svc_v1", "hash", SvcKey, SvcVal, "LB_MAP_MAX")
 BACKEND = MapSpec("bpx_backend_v1", "hash", ct.c_uint32, Backend, "BACKEND_MAP_MAX")
@@ -317,9 +323,7 @@ def check_shape(path: str, spec: MapSpec, info: bpfsys.MapInfo, max_entries: int
         problems.append(f"type {have}, expected {spec.kind}")
     if info.key_size != ct.sizeof(spec.key):
         problems.append(f"key size {info.key_size}, expected {ct.sizeof(spec.key)}")
-    want_value = ct.sizeof(spec.value)
-    if spec.kind.startswith("percpu"):
-        want_value = (want_value + 7) & ~7
+    want_value = spec.value_size
     if info.value_size != want_value:
         problems.append(f"value size {info.value_size}, expected {want_value}")
     if max_entries is not None and info.max_entries != max_entries:
