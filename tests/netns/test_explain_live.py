@@ -102,8 +102,9 @@ def test_live_keeps_existing_affinity(datapath: Any, maps: Any, node: Node) -> N
     (backend_id,) = [k.value for k, v in maps.backend.items()
                      if f"{v.addr & 0xFF}.{v.addr >> 8 & 0xFF}.{v.addr >> 16 & 0xFF}.{v.addr >> 24}"
                      == (first.backend or "").split(":")[0]]
-    # used now (bpf_ktime_get_ns is CLOCK_MONOTONIC): a fixed stamp expires once the uptime passes the timeout
-    stamp = time.monotonic_ns()
+    # used a second ago: a fixed stamp expires once the uptime passes the timeout, and "now" could be
+    # ahead of the datapath's coarse clock (a stamp in its future reads as expired)
+    stamp = time.monotonic_ns() - 10**9
     maps.affinity.put(key, AffinityVal(last_used=stamp, backend_id=backend_id))
     with in_netns(node.ns):
         again = run_live(datapath.pin_dir, CLIENT, "10.96.0.10", 80, "tcp")
